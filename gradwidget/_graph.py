@@ -1,0 +1,227 @@
+"""Graph / Node data model: stable ids, module tree, collapse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Default budget of visible nodes for the automatic (collapsed) view.
+DEFAULT_MAX_VISIBLE = 150
+
+
+@dataclass
+class SavedTensor:
+    """A tensor autograd keeps for backward (recorded before backward frees it)."""
+
+    attr: str
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+
+
+@dataclass
+class Node:
+    """One node of a captured autograd graph.
+
+    Attributes
+    ----------
+    id : str
+        Stable id built from structure (module path, op name, position in forward order).
+        Identical forward passes give identical ids.
+    kind : {"op", "leaf", "output", "saved"}
+    label : str
+        Short text shown in the graph.
+    op : str or None
+        Autograd node name (``MulBackward0``); None for leaves and outputs.
+    shape, dtype
+        Of the tensor the node stands for (the op's output where known).
+    module : str or None
+        Dotted module path that produced the op or owns the parameter.
+    source : str or None
+        ``"file.py:LINE"`` of the user code that ran the op (recorded captures only).
+    name : str or None
+        Parameter/variable name for leaves and outputs.
+    saved : list of SavedTensor
+        Tensors this op keeps for backward.
+    index : int
+        Position in forward (topological) order.
+    """
+
+    id: str
+    kind: str
+    label: str
+    index: int
+    op: str | None = None
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+    module: str | None = None
+    source: str | None = None
+    name: str | None = None
+    saved: list[SavedTensor] = field(default_factory=list)
+    base_shape: tuple[int, ...] | None = None
+
+    @property
+    def saved_bytes(self) -> int:
+        """Bytes of the tensors this node keeps for backward."""
+        return sum(s.nbytes for s in self.saved)
+
+    def __repr__(self) -> str:
+        return f"Node({self.id!r}, kind={self.kind!r})"
+
+
+@dataclass
+class ModuleInfo:
+    """A module seen while recording: dotted path and class name."""
+
+    path: str
+    type: str
+
+    @property
+    def depth(self) -> int:
+        return self.path.count(".") + 1
+
+
+def module_ancestors(path: str) -> list[str]:
+    """``"a.b.c"`` -> ``["a", "a.b", "a.b.c"]``."""
+    parts = path.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+class Graph:
+    """A captured autograd graph.
+
+    Build one with :func:`gradwidget.capture` or :func:`gradwidget.record`.
+
+    Attributes
+    ----------
+    nodes : list of Node
+        In forward (topological) order.
+    edges : list of (str, str)
+        ``(src_id, dst_id)`` in the forward direction (inputs -> op -> output).
+    modules : dict of str to ModuleInfo
+        Modules seen while recording, by dotted path.
+    saved_bytes : int
+        Bytes held for backward by the whole graph (each storage counted once).
+    """
+
+    def __init__(
+        self,
+        nodes: list[Node],
+        edges: list[tuple[str, str]],
+        modules: dict[str, ModuleInfo] | None = None,
+        saved_bytes: int = 0,
+    ):
+        self.nodes = nodes
+        self.edges = edges
+        self.modules = dict(modules or {})
+        self.saved_bytes = saved_bytes
+        self._by_id = {n.id: n for n in nodes}
+        # Every module path a node sits in, including parents of recorded ones.
+        for n in nodes:
+            if n.module:
+                for anc in module_ancestors(n.module):
+                    self.modules.setdefault(anc, ModuleInfo(anc, "Module"))
+
+    def __getitem__(self, node_id: str) -> Node:
+        return self._by_id[node_id]
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._by_id
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __repr__(self) -> str:
+        kinds: dict[str, int] = {}
+        for n in self.nodes:
+            kinds[n.kind] = kinds.get(n.kind, 0) + 1
+        parts = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
+        return f"<gradwidget.Graph: {parts}, {len(self.edges)} edges, {len(self.modules)} modules>"
+
+    def of_kind(self, kind: str) -> list[Node]:
+        """The nodes of one kind, in forward order."""
+        return [n for n in self.nodes if n.kind == kind]
+
+    # ---- collapsing -------------------------------------------------------------------
+    @property
+    def max_depth(self) -> int:
+        """Deepest module nesting level (0 when no module was recorded)."""
+        return max((m.depth for m in self.modules.values()), default=0)
+
+    def open_modules(self, depth: int | None = None, expand: Iterable[str] = ()) -> set[str]:
+        """Module paths shown open (as clusters) for a view.
+
+        A module is open when its level is at most ``depth`` or it is listed in ``expand``
+        (its ancestors then open too). ``depth=None`` picks the deepest level whose view
+        keeps at most ``DEFAULT_MAX_VISIBLE`` visible nodes, collapsing deepest first.
+        """
+        if depth is None:
+            depth = self.auto_depth()
+        opened = {p for p, m in self.modules.items() if m.depth <= depth}
+        for path in expand:
+            if path in self.modules:
+                opened.update(module_ancestors(path))
+        return opened
+
+    def auto_depth(self, max_visible: int = DEFAULT_MAX_VISIBLE) -> int:
+        """Deepest module level whose collapsed view keeps ``max_visible`` nodes or fewer."""
+        best = 0
+        for depth in range(0, self.max_depth + 1):
+            if self.visible_count(self.open_modules(depth)) <= max_visible:
+                best = depth
+            else:
+                break
+        return best
+
+    def unit_of(self, node: Node, opened: set[str]) -> str | None:
+        """The collapsed module a node is drawn inside, or None if drawn itself."""
+        if not node.module:
+            return None
+        for anc in module_ancestors(node.module):
+            if anc not in opened:
+                return anc
+        return None
+
+    def visible_count(self, opened: set[str]) -> int:
+        units = {self.unit_of(n, opened) or n.id for n in self.nodes}
+        return len(units)
+
+    # ---- output -----------------------------------------------------------------------
+    def to_dot(self, depth: int | None = None, expand: Iterable[str] = ()) -> Any:
+        """The DOT of a view, as a ``graphviz.Digraph`` (see :func:`gradwidget._dot.to_dot`)."""
+        from ._dot import to_dot
+
+        return to_dot(self, depth=depth, expand=expand)
+
+    def to_svg(self, depth: int | None = None, expand: Iterable[str] = ()) -> str:
+        """SVG text rendered by the system ``dot`` (raises a clear error without it)."""
+        from ._dot import render
+
+        return render(self.to_dot(depth, expand), "svg").decode("utf-8")
+
+    def save(self, path: str, depth: int | None = None, expand: Iterable[str] = ()) -> str:
+        """Write the graph to ``path``: ``.dot`` (no Graphviz needed), ``.svg`` or ``.png``."""
+        import os
+
+        from ._dot import render
+
+        ext = os.path.splitext(str(path))[1].lower().lstrip(".")
+        dot = self.to_dot(depth, expand)
+        if ext in ("dot", "gv"):
+            data = dot.source.encode("utf-8")
+        elif ext in ("svg", "png", "pdf"):
+            data = render(dot, ext)
+        else:
+            raise ValueError(f"Cannot save as {ext!r}: use a .dot, .svg, .png or .pdf path.")
+        with open(path, "wb") as f:
+            f.write(data)
+        return str(path)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        """Show as the interactive widget in Jupyter (text repr elsewhere)."""
+        try:
+            from ._widget import GradWidget
+        except ImportError:  # pragma: no cover - front-end not built
+            return {"text/plain": repr(self)}
+        return GradWidget(self)._repr_mimebundle_(include=include, exclude=exclude)
