@@ -13,12 +13,13 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ._graph import Graph, ModuleInfo, Node, SavedTensor
+from ._graph import Graph, ModuleInfo, Node, SavedTensor, module_ancestors
 
 _BACKWARD_SUFFIX = re.compile(r"Backward\d*$")
 _ACCUMULATE = "torch::autograd::AccumulateGrad"
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _OWN_DIR = os.path.dirname(__file__)
+_CUSTOM_FN = torch.autograd.function.BackwardCFunction
 
 
 # ---- the walk --------------------------------------------------------------------------
@@ -51,8 +52,7 @@ def walk(roots: Iterable[Any]) -> list[Any]:
 
 def op_name(fn: Any) -> str:
     """``MulBackward0`` for an autograd node (custom Functions included)."""
-    name = fn.name()
-    return name.rsplit("::", 1)[-1]
+    return _type_info(fn)[0]
 
 
 def short_label(op: str) -> str:
@@ -61,37 +61,88 @@ def short_label(op: str) -> str:
     return short or op
 
 
-# ---- saved tensors ----------------------------------------------------------------------
-_saved_attr_cache: dict[type, tuple[str, ...]] = {}
+# Per node type: (op name, short label, is AccumulateGrad, saved attribute names).
+# Node names and saved attributes are fixed per C++/custom-Function class, so one dir()
+# per type instead of one per node keeps capture cheap on big graphs.
+_type_cache: dict[type, tuple[str, str, bool, tuple[str, ...]]] = {}
 
 
-def _saved_attrs(fn: Any) -> tuple[str, ...]:
+def _type_info(fn: Any) -> tuple[str, str, bool, tuple[str, ...]]:
     cls = type(fn)
-    names = _saved_attr_cache.get(cls)
-    if names is None:
-        names = tuple(
-            a
-            for a in dir(fn)
-            if a.startswith("_saved_") and not a.endswith(("sym_sizes", "sym_strides"))
-        )
-        _saved_attr_cache[cls] = names
-    return names
+    info = _type_cache.get(cls)
+    if info is None:
+        full = fn.name()
+        op = full.rsplit("::", 1)[-1]
+        if isinstance(fn, _CUSTOM_FN):
+            attrs: tuple[str, ...] = ("saved_tensors",)
+        else:
+            attrs = tuple(
+                a
+                for a in dir(fn)
+                if a.startswith("_saved_") and not a.endswith(("sym_sizes", "sym_strides"))
+            )
+        info = (op, short_label(op), full == _ACCUMULATE, attrs)
+        _type_cache[cls] = info
+    return info
 
 
-def _as_saved(attr: str, t: torch.Tensor) -> tuple[SavedTensor, tuple[int, int]]:
-    nbytes = t.element_size() * t.nelement()
-    return (
-        SavedTensor(attr, tuple(t.shape), str(t.dtype).removeprefix("torch."), nbytes),
-        (t.untyped_storage().data_ptr(), nbytes),
-    )
+_dtype_texts: dict[torch.dtype, str] = {}
 
 
+def _dtype_text(dtype: torch.dtype) -> str:
+    text = _dtype_texts.get(dtype)
+    if text is None:
+        text = _dtype_texts[dtype] = str(dtype).removeprefix("torch.")
+    return text
+
+
+def output_meta(fn: Any) -> tuple[tuple[int, ...] | None, str | None, int]:
+    """(shape, dtype) of the first tensor the op produced in forward, and how many it made.
+
+    Read from the node's input metadata (what backward checks incoming gradients
+    against), so it is known after the fact and even after backward freed the graph.
+    """
+    try:
+        metas = fn._input_metadata
+    except (AttributeError, RuntimeError):  # private API: degrade, never fail a capture
+        return None, None, 0
+    if not metas:
+        return None, None, 0
+    first = metas[0]
+    return tuple(first.shape), _dtype_text(first.dtype), len(metas)
+
+
+# ---- saved tensors ----------------------------------------------------------------------
 class FreedGraphError(ValueError):
-    pass
+    """The graph's saved tensors were freed by backward()."""
 
 
-def read_saved(fn: Any) -> list[tuple[SavedTensor, tuple[int, int]]]:
-    """Tensors ``fn`` keeps for backward, with a storage key to count each storage once.
+_FREED_HINT = (
+    "This graph was already freed by backward(), so the tensors it saved for backward are "
+    "gone. Capture before calling backward(), or call backward(retain_graph=True)."
+)
+
+
+def _is_freed(err: RuntimeError) -> bool:
+    msg = str(err)
+    return "freed" in msg or "second time" in msg
+
+
+def _as_saved(attr: str, t: torch.Tensor) -> tuple[SavedTensor, tuple[Any, int]]:
+    try:
+        storage = t.untyped_storage()
+        # _cdata identifies the storage (unique while alive; the graph keeps it alive).
+        key: tuple[Any, int] = (storage._cdata, storage.nbytes())
+    except (RuntimeError, NotImplementedError, AttributeError):  # sparse/nested: the view
+        key = (id(t), t.nbytes)
+    return SavedTensor(attr, tuple(t.shape), _dtype_text(t.dtype), t.nbytes), key
+
+
+def read_saved(fn: Any) -> list[tuple[SavedTensor, tuple[Any, int]]]:
+    """Tensors ``fn`` keeps for backward, each with a storage key ``(storage, bytes)``.
+
+    The key lets a whole graph count each storage once. Tensors that an in-place op
+    modified after they were saved cannot be read any more and are skipped.
 
     Raises
     ------
@@ -99,20 +150,37 @@ def read_saved(fn: Any) -> list[tuple[SavedTensor, tuple[int, int]]]:
         When backward already freed them.
     """
     out = []
-    for attr in _saved_attrs(fn):
+    for attr in _type_info(fn)[3]:
         try:
             val = getattr(fn, attr)
         except RuntimeError as err:
-            raise FreedGraphError(
-                "This graph was already freed by backward(), so its saved tensors are gone. "
-                "Capture before calling backward(), or call backward(retain_graph=True)."
-            ) from err
-        vals = val if isinstance(val, (tuple, list)) else (val,)
-        for i, v in enumerate(vals):
-            if isinstance(v, torch.Tensor):
-                name = attr.removeprefix("_saved_") + (f"[{i}]" if len(vals) > 1 else "")
-                out.append(_as_saved(name, v))
+            if _is_freed(err):
+                raise FreedGraphError(_FREED_HINT) from err
+            continue  # modified in place since saved: backward will say so itself
+        if isinstance(val, torch.Tensor):
+            out.append(_as_saved(attr.removeprefix("_saved_"), val))
+        elif isinstance(val, (tuple, list)) and val:
+            name = attr.removeprefix("_saved_")
+            found = len(out)
+            for i, v in enumerate(val):
+                if isinstance(v, torch.Tensor):
+                    out.append(_as_saved(f"{name}[{i}]", v))
+            if len(out) == found and all(isinstance(v, _SCALARS) for v in val):
+                _not_a_tensor(fn, attr)
+        elif isinstance(val, _SCALARS):
+            _not_a_tensor(fn, attr)
     return out
+
+
+# Attribute values that are never tensors (``None`` may be an undefined optional tensor).
+_SCALARS = (bool, int, float, str, torch.dtype, torch.device, torch.layout)
+
+
+def _not_a_tensor(fn: Any, attr: str) -> None:
+    """Stop reading ``attr`` (e.g. a conv's ``_saved_stride``) on this node type."""
+    cls = type(fn)
+    op, short, is_acc, attrs = _type_cache[cls]
+    _type_cache[cls] = (op, short, is_acc, tuple(a for a in attrs if a != attr))
 
 
 # ---- naming -------------------------------------------------------------------------------
@@ -137,15 +205,28 @@ def _names_in_frame(frame, tensors: list[torch.Tensor]) -> dict[int, str]:
         return {}
     wanted = {id(t) for t in tensors}
     found: dict[int, set[str]] = {}
-    for scope in (frame.f_locals, frame.f_globals):
+    scopes = [frame.f_locals]
+    if frame.f_globals is not frame.f_locals:
+        scopes.append(frame.f_globals)
+    for scope in scopes:
         for k, v in list(scope.items()):
-            if isinstance(v, torch.Tensor) and id(v) in wanted and not k.startswith("_"):
+            if id(v) in wanted and isinstance(v, torch.Tensor) and not k.startswith("_"):
                 found.setdefault(id(v), set()).add(k)
     return {i: next(iter(ns)) for i, ns in found.items() if len(ns) == 1}
 
 
+_shape_texts: dict[tuple[int, ...], str] = {}
+
+
 def _shape_text(shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+    """``(2, 3)`` -> ``"(2, 3)"``; ``(4,)`` -> ``"(4)"`` (memoised: shapes repeat a lot)."""
+    key = tuple(shape)
+    text = _shape_texts.get(key)
+    if text is None:
+        text = "(" + ", ".join(map(str, key)) + ")"
+        if len(_shape_texts) < 100_000:
+            _shape_texts[key] = text
+    return text
 
 
 # ---- recording ---------------------------------------------------------------------------
@@ -155,8 +236,6 @@ class OpMeta:
 
     module: str | None
     source: str | None
-    shape: tuple[int, ...] | None = None
-    dtype: str | None = None
     saved: list = field(default_factory=list)
 
 
@@ -164,6 +243,12 @@ def _source_of(frame) -> str | None:
     if frame is None:
         return None
     return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+def _sequence_nr() -> int:
+    """Current autograd sequence number: nodes created from now on get larger ones."""
+    get = getattr(torch._C._autograd, "_get_sequence_nr", None)
+    return get() if get is not None else -1
 
 
 class _RecordMode(TorchFunctionMode):
@@ -186,11 +271,22 @@ class _RecordMode(TorchFunctionMode):
 class record:
     """Record a forward pass: module paths, source lines and saved-tensor sizes per op.
 
+    Inside the block every torch function call is seen (via a ``TorchFunctionMode``) and
+    the module stack is tracked with global forward hooks; both are removed on exit, also
+    when the block raises. Tensors saved for backward are read right after the op that
+    saved them ran, before backward can free them.
+
     Parameters
     ----------
     module : torch.nn.Module, optional
         Names modules and parameters by their dotted path. Without it the outermost module
         called inside the block is used as the root.
+
+    Attributes
+    ----------
+    graph : Graph
+        The graph of every tensor produced in the block that requires grad and that no
+        other recorded op consumed.
 
     Examples
     --------
@@ -200,6 +296,8 @@ class record:
     """
 
     def __init__(self, module: torch.nn.Module | None = None):
+        if module is not None and not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}.")
         self.module = module
         self.root: torch.nn.Module | None = None
         self.meta: dict[Any, OpMeta] = {}
@@ -209,6 +307,7 @@ class record:
         self._types: dict[str, str] = {}
         self._hooks: list[Any] = []
         self._mode: _RecordMode | None = None
+        self._start_nr = -1
         if module is not None:
             self._adopt_root(module)
 
@@ -235,40 +334,50 @@ class record:
     def __enter__(self) -> record:
         from torch.nn.modules import module as nn_module
 
+        self._start_nr = _sequence_nr()
         self._hooks = [
             nn_module.register_module_forward_pre_hook(self._pre),
             nn_module.register_module_forward_hook(self._post, always_call=True),
         ]
-        self._mode = _RecordMode(self)
-        self._mode.__enter__()
+        try:
+            self._mode = _RecordMode(self)
+            self._mode.__enter__()
+        except BaseException:
+            self._remove_hooks()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._mode is not None:
-            self._mode.__exit__(*exc)
+        try:
+            if self._mode is not None:
+                self._mode.__exit__(*exc)
+        finally:
             self._mode = None
+            self._remove_hooks()
+            self._stack.clear()
+
+    def _remove_hooks(self) -> None:
         for h in self._hooks:
             h.remove()
         self._hooks = []
-        self._stack.clear()
 
     def _note(self, t: torch.Tensor) -> None:
-        """Annotate ``t.grad_fn`` and every not-yet-seen node behind it."""
+        """Annotate ``t.grad_fn`` and every not-yet-seen node behind it made in the block."""
         root = t.grad_fn
-        module = self._stack[-1] if self._stack else None
         if root not in self.meta:
+            module = self._stack[-1] if self._stack else None
             src = _source_of(user_frame())
+            start = self._start_nr
             todo = [root]
             while todo:
                 fn = todo.pop()
-                if fn in self.meta or fn.name() == _ACCUMULATE:
+                if fn in self.meta or _type_info(fn)[2]:
+                    continue
+                # Nodes made before the block belong to no recorded module or line.
+                if start >= 0 and fn._sequence_nr() < start:
                     continue
                 self.meta[fn] = OpMeta(module, src, saved=read_saved(fn))
                 todo.extend(c for c, _ in fn.next_functions if c is not None)
-        m = self.meta.get(root)
-        if m is not None:
-            m.shape = tuple(t.shape)
-            m.dtype = str(t.dtype).removeprefix("torch.")
         self._produced[root] = weakref.ref(t)
 
     def outputs(self) -> list[torch.Tensor]:
@@ -287,12 +396,29 @@ class record:
         outs = self.outputs()
         if not outs:
             raise ValueError("Nothing that requires grad was computed inside the record block.")
-        return self.graph_of(*outs)
+        return _build(outs, module=self.root, frame=user_frame(), recorder=self)
 
-    def graph_of(self, *outputs: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None):
-        """The Graph behind ``outputs``, with what recording learned."""
-        frame = user_frame()
-        return _build(list(outputs), params=params, module=self.root, frame=frame, recorder=self)
+    def graph_of(
+        self,
+        *outputs: torch.Tensor,
+        params: Mapping[str, torch.Tensor] | None = None,
+        saved: bool = False,
+    ) -> Graph:
+        """The Graph behind ``outputs``, with what recording learned.
+
+        Parameters
+        ----------
+        *outputs : torch.Tensor
+            Tensors to capture (a single sequence of tensors is accepted too).
+        params : mapping of str to torch.Tensor, optional
+            Extra names for leaf tensors.
+        saved : bool
+            Add one ``"saved"`` node per tensor saved for backward (see :func:`capture`).
+        """
+        outs: Any = outputs[0] if len(outputs) == 1 else list(outputs)
+        return _build(
+            outs, params=params, module=self.root, frame=user_frame(), recorder=self, saved=saved
+        )
 
 
 # ---- building -----------------------------------------------------------------------------
@@ -305,7 +431,8 @@ def _check_outputs(outputs) -> list[torch.Tensor]:
         outputs = list(outputs)
     else:
         raise TypeError(
-            f"capture() needs a torch.Tensor or a sequence of tensors, got {type(outputs).__name__}."
+            "capture() needs a torch.Tensor or a sequence of tensors, "
+            f"got {type(outputs).__name__}."
         )
     if not outputs:
         raise ValueError("capture() got an empty sequence: pass at least one tensor.")
@@ -321,31 +448,40 @@ def _check_outputs(outputs) -> list[torch.Tensor]:
     return outputs
 
 
-def _leaf_names(params, module) -> tuple[dict[int, str], dict[int, str]]:
-    """(names by tensor id, owning module path by tensor id) from params/module."""
+def _leaf_names(params, module) -> tuple[dict[int, str], dict[int, str], dict[str, str]]:
+    """Names and owning module path by tensor id, and module class names by path.
+
+    One ``named_modules()`` pass names parameters exactly as ``named_parameters()`` does
+    (a shared parameter keeps its first name).
+    """
     names: dict[int, str] = {}
     owners: dict[int, str] = {}
+    types: dict[str, str] = {}
     if module is not None:
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}.")
-        for n, p in module.named_parameters():
-            names[id(p)] = n
-            if "." in n:
-                owners[id(p)] = n.rsplit(".", 1)[0]
+        for path, mod in module.named_modules():
+            types[path] = type(mod).__name__
+            for pname, p in mod._parameters.items():
+                if p is not None and id(p) not in names:
+                    names[id(p)] = f"{path}.{pname}" if path else pname
+                    if path:
+                        owners[id(p)] = path
     if params is not None:
         if not isinstance(params, Mapping):
             raise TypeError("params must be a mapping of name -> tensor.")
         names.update({id(p): str(n) for n, p in params.items()})
-    return names, owners
+    return names, owners, types
 
 
-def _build(outputs, *, params=None, module=None, frame=None, recorder=None) -> Graph:
+def _build(outputs, *, params=None, module=None, frame=None, recorder=None, saved=False) -> Graph:
     outputs = _check_outputs(outputs)
     meta = recorder.meta if recorder is not None else {}
-    explicit, owners = _leaf_names(params, module)
+    explicit, owners, module_types = _leaf_names(params, module)
     order = walk(t.grad_fn for t in outputs)
+    infos = [_type_info(fn) for fn in order]
 
-    leaves = [fn.variable for fn in order if fn.name() == _ACCUMULATE]
+    leaves = [fn.variable for fn, info in zip(order, infos, strict=True) if info[2]]
     unnamed = [t for t in leaves + outputs if id(t) not in explicit]
     inferred = _names_in_frame(frame, unnamed)
 
@@ -354,7 +490,8 @@ def _build(outputs, *, params=None, module=None, frame=None, recorder=None) -> G
     fn_ids: dict[Any, str] = {}
     counters: dict[tuple[str | None, str], int] = {}
     used: set[str] = set()
-    storages: dict[tuple[int, int], int] = {}
+    storages: dict[Any, int] = {}
+    n_unnamed = 0
 
     def unique(base: str) -> str:
         uid, k = base, 1
@@ -363,45 +500,60 @@ def _build(outputs, *, params=None, module=None, frame=None, recorder=None) -> G
         used.add(uid)
         return uid
 
-    for fn in order:
-        op = op_name(fn)
-        if fn.name() == _ACCUMULATE:
+    for fn, (op, short, is_leaf, _) in zip(order, infos, strict=True):
+        if is_leaf:
             t = fn.variable
-            name = explicit.get(id(t))
-            param_module = owners.get(id(t))
-            if name is None:
-                name = inferred.get(id(t))
-            nid = unique(f"leaf:{name}" if name else f"leaf#{len(nodes)}")
-            label = f"{name or 'leaf'}\n{_shape_text(t.shape)}"
+            name = explicit.get(id(t)) or inferred.get(id(t))
+            if name:
+                nid = unique(f"leaf:{name}")
+            else:
+                nid = unique(f"leaf#{n_unnamed}")
+                n_unnamed += 1
+            shape = tuple(t.shape)
             nodes.append(
                 Node(
                     nid,
                     "leaf",
-                    label,
+                    f"{name or 'leaf'}\n{_shape_text(shape)}",
                     len(nodes),
-                    shape=tuple(t.shape),
-                    dtype=str(t.dtype).removeprefix("torch."),
-                    module=param_module,
+                    shape=shape,
+                    dtype=_dtype_text(t.dtype),
+                    module=owners.get(id(t)),
                     name=name,
                 )
             )
         else:
             m = meta.get(fn)
-            if m is not None:
-                saved_pairs = m.saved
-            else:
-                saved_pairs = read_saved(fn)
-            mod = m.module if m else None
+            saved_pairs = m.saved if m is not None else read_saved(fn)
+            mod = m.module if m is not None else None
             key = (mod, op)
             k = counters.get(key, 0)
             counters[key] = k + 1
             nid = unique(f"{mod}/{op}#{k}" if mod else f"{op}#{k}")
-            label = short_label(op)
-            shape = m.shape if m else None
+            shape, dtype, n_out = output_meta(fn)
+            label = short
             if shape is not None:
-                label += f"\n{_shape_text(shape)}"
-            for _, skey in saved_pairs:
-                storages[skey] = skey[1]
+                label += "\n" + _shape_text(shape)
+                if n_out > 1:
+                    label += f" +{n_out - 1}"
+            for s, skey in saved_pairs:
+                storages[skey[0]] = skey[1]
+                if saved:
+                    sid = unique(f"{nid}/saved:{s.attr}")
+                    nodes.append(
+                        Node(
+                            sid,
+                            "saved",
+                            f"{s.attr}\n{_shape_text(s.shape)}",
+                            len(nodes),
+                            shape=s.shape,
+                            dtype=s.dtype,
+                            module=mod,
+                            name=s.attr,
+                            saved=[s],
+                        )
+                    )
+                    edges.append((sid, nid))
             nodes.append(
                 Node(
                     nid,
@@ -410,9 +562,9 @@ def _build(outputs, *, params=None, module=None, frame=None, recorder=None) -> G
                     len(nodes),
                     op=op,
                     shape=shape,
-                    dtype=m.dtype if m else None,
+                    dtype=dtype,
                     module=mod,
-                    source=m.source if m else None,
+                    source=m.source if m is not None else None,
                     saved=[s for s, _ in saved_pairs],
                 )
             )
@@ -436,7 +588,7 @@ def _build(outputs, *, params=None, module=None, frame=None, recorder=None) -> G
                 label,
                 len(nodes),
                 shape=tuple(t.shape),
-                dtype=str(t.dtype).removeprefix("torch."),
+                dtype=_dtype_text(t.dtype),
                 name=name,
                 base_shape=base_shape,
             )
@@ -444,17 +596,12 @@ def _build(outputs, *, params=None, module=None, frame=None, recorder=None) -> G
         if t.grad_fn is not None:
             edges.append((fn_ids[t.grad_fn], nid))
 
-    modules = {}
-    if recorder is not None:
-        modules = {p: ModuleInfo(p, ty) for p, ty in recorder._types.items() if p}
-    elif module is not None:
-        modules = {p: ModuleInfo(p, type(m).__name__) for p, m in module.named_modules() if p}
-    used_modules = {n.module for n in nodes if n.module}
-    modules = {
-        p: mi
-        for p, mi in modules.items()
-        if any(u == p or u.startswith(p + ".") for u in used_modules)
-    }
+    types = recorder._types if recorder is not None else module_types
+    used_modules: set[str] = set()
+    for p in {n.module for n in nodes if n.module}:
+        used_modules.update(module_ancestors(p))
+    # Definition order (named_modules); Graph() adds any path seen only on a node.
+    modules = {p: ModuleInfo(p, ty) for p, ty in types.items() if p in used_modules}
     return Graph(nodes, edges, modules=modules, saved_bytes=sum(storages.values()))
 
 
@@ -463,6 +610,7 @@ def capture(
     *,
     params: Mapping[str, torch.Tensor] | None = None,
     module: torch.nn.Module | None = None,
+    saved: bool = False,
 ) -> Graph:
     """Capture the autograd graph behind one or more tensors, after the fact.
 
@@ -474,9 +622,15 @@ def capture(
         Names for leaf tensors.
     module : torch.nn.Module, optional
         Names leaves by ``module.named_parameters()``.
+    saved : bool
+        Also add one ``"saved"`` node per tensor an op keeps for backward, with an edge
+        to that op (like torchviz's ``show_saved``). Either way every op lists them in
+        ``Node.saved``.
 
     Without ``params`` or ``module``, leaves are named from the caller's variables where one
-    unambiguous name refers to them, else by shape.
+    unambiguous name refers to them, else by shape. Post-hoc capture knows each op's output
+    shape and saved tensors, but not which module or source line ran it: use
+    :class:`record` for that.
 
     Returns
     -------
@@ -490,4 +644,4 @@ def capture(
         A tensor does not require grad, the sequence is empty, or backward already freed
         the graph (capture first, or use ``retain_graph=True``).
     """
-    return _build(outputs, params=params, module=module, frame=user_frame())
+    return _build(outputs, params=params, module=module, frame=user_frame(), saved=saved)

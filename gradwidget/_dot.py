@@ -1,14 +1,23 @@
-"""Graph -> graphviz.Digraph: the one place DOT is built (escaping, styles, collapse)."""
+"""Graph -> graphviz.Digraph: the one place DOT is built (escaping, styles, collapse).
+
+The DOT statements are formatted here directly (one escaping function, attribute strings
+prepared once per node kind) and handed to ``graphviz.Digraph`` as its body: the
+``graphviz`` package's per-attribute quoting cost more than the whole capture on big
+graphs. DOT node names are ``n{index}`` (row ``index`` of the wire node table) and
+``m{k}`` for collapsed modules; clusters are ``cluster_{k}``. User-controlled text only
+ever appears inside quoted attribute values.
+"""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import graphviz
 
-from ._graph import Graph, Node, module_ancestors
+from ._graph import Graph, Node, collapsed_unit, module_ancestors
 
 # Colorblind-safe fills (Okabe-Ito tints); the browser restyles them per theme.
 STYLE = {
@@ -20,19 +29,47 @@ STYLE = {
 }
 GRAPH_ATTRS = {"rankdir": "TB", "fontname": "Helvetica", "fontsize": "10", "nodesep": "0.25"}
 NODE_ATTRS = {"fontname": "Helvetica", "fontsize": "10", "height": "0.3", "margin": "0.08,0.04"}
+CLUSTER_ATTRS = {"style": "rounded,dashed", "color": "#999999", "fontsize": "9"}
+
+# C0 controls except tab and newline, and DEL: dropped from labels.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+# Text that needs no escaping at all (the common case for tooltips).
+_PLAIN = re.compile('[^\\\\"\x00-\x1f\x7f]*')
 
 
-def text(value: object) -> graphviz.quoting.NoHtml:
-    """Escape any user-controlled string for a quoted DOT attribute.
+def escape(value: object) -> str:
+    """Escape any string for the inside of a quoted DOT attribute value.
 
-    Backslashes and quotes are escaped (so ``\\N``, ``"`` or ``->`` stay literal), line
-    breaks become DOT ``\\n``, other control characters are dropped, and the value is never
-    read as an HTML-like label (so ``<script>`` stays text).
+    Backslashes and quotes are escaped (so ``\\N``, ``"``, ``->``, ``}`` or a trailing
+    ``\\`` stay literal), line breaks become DOT ``\\n``, other control characters are
+    dropped. Values are always written quoted, never as HTML-like labels, so ``<script>``
+    stays text (``dot`` writes it as ``&lt;script&gt;`` in SVG).
     """
-    s = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    s = s.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\n")
-    s = "".join(ch for ch in s if ch >= " " or ch == "\t")
-    return graphviz.nohtml(s)
+    s = str(value)
+    if _PLAIN.fullmatch(s) is not None:
+        return s
+    s = s.replace("\\", "\\\\").replace('"', '\\"')
+    if "\r" in s:
+        s = s.replace("\r\n", "\n").replace("\r", "\n")
+    if _CONTROL.search(s) is not None:
+        s = _CONTROL.sub("", s)
+    return s.replace("\n", "\\n")
+
+
+def quote(value: object) -> str:
+    """``value`` as a quoted DOT string (see :func:`escape`)."""
+    return '"' + escape(value) + '"'
+
+
+def _attrs(attrs: dict[str, str]) -> str:
+    return " ".join(f"{k}={quote(v)}" for k, v in attrs.items())
+
+
+# Per kind: the constant part of a node statement.
+_KIND_ATTRS = {kind: f'{_attrs(style)} class="gw-{kind}"' for kind, style in STYLE.items()}
+_CLUSTER_ATTRS = _attrs(CLUSTER_ATTRS) + ' class="gw-cluster"'
+# Graph-wide defaults, formatted once (the graphviz package would re-quote them per .source).
+_HEAD = [f"\tgraph [{_attrs(GRAPH_ATTRS)}]\n", f"\tnode [{_attrs(NODE_ATTRS)}]\n"]
 
 
 def human_bytes(n: int) -> str:
@@ -73,24 +110,41 @@ class View:
     unit: dict[str, str]  # node id -> dot name of what draws it
     modules: dict[str, str]  # collapsed module path -> dot name
 
+    @property
+    def visible(self) -> int:
+        """Number of boxes the view draws."""
+        return len(set(self.unit.values()))
+
 
 def view_of(graph: Graph, depth: int | None = None, expand: Iterable[str] = ()) -> View:
     """Resolve ``depth``/``expand`` into the units a view draws."""
     opened = graph.open_modules(depth, expand)
     unit: dict[str, str] = {}
     modules: dict[str, str] = {}
+    units_by_path: dict[str | None, str | None] = {}
     for n in graph.nodes:
-        collapsed = graph.unit_of(n, opened)
+        path = n.module
+        try:
+            collapsed = units_by_path[path]
+        except KeyError:
+            collapsed = units_by_path[path] = collapsed_unit(path, opened)
         if collapsed is None:
             unit[n.id] = f"n{n.index}"
         else:
-            if collapsed not in modules:
-                modules[collapsed] = f"m{len(modules)}"
-            unit[n.id] = modules[collapsed]
+            name = modules.get(collapsed)
+            if name is None:
+                name = modules[collapsed] = f"m{len(modules)}"
+            unit[n.id] = name
     return View(opened, unit, modules)
 
 
-def to_dot(graph: Graph, depth: int | None = None, expand: Iterable[str] = ()) -> graphviz.Digraph:
+def to_dot(
+    graph: Graph,
+    depth: int | None = None,
+    expand: Iterable[str] = (),
+    *,
+    view: View | None = None,
+) -> graphviz.Digraph:
     """Build the DOT for a view of ``graph``.
 
     Parameters
@@ -100,101 +154,96 @@ def to_dot(graph: Graph, depth: int | None = None, expand: Iterable[str] = ()) -
         level that keeps the view at about 150 visible nodes.
     expand : iterable of str
         Module paths drawn open whatever ``depth`` says.
+    view : View, optional
+        A view already resolved by :func:`view_of` (then ``depth``/``expand`` are ignored).
     """
-    view = view_of(graph, depth, expand)
-    dot = graphviz.Digraph("autograd", graph_attr=GRAPH_ATTRS, node_attr=NODE_ATTRS)
+    if view is None:
+        view = view_of(graph, depth, expand)
+    opened = view.opened
 
-    # Group what each cluster (open module) contains; None is the top level.
+    # What each scope (open module, None = top level) draws, in forward order.
     members: dict[str | None, list[str]] = {}
-    children: dict[str | None, list[str]] = {}
+    inner_open: dict[str | None, str | None] = {None: None}
 
-    def parent_open(path: str | None) -> str | None:
-        """Innermost open module that contains ``path`` (a node's module)."""
-        if not path:
-            return None
+    def scope_of(path: str | None) -> str | None:
+        """Innermost open module containing ``path`` (memoised per path)."""
+        try:
+            return inner_open[path]
+        except KeyError:
+            pass
         inner = None
         for anc in module_ancestors(path):
-            if anc in view.opened:
-                inner = anc
-            else:
+            if anc not in opened:
                 break
+            inner = anc
+        inner_open[path] = inner
         return inner
 
-    for path in sorted(view.opened, key=lambda p: (p.count("."), p)):
-        parent = path.rsplit(".", 1)[0] if "." in path else None
-        children.setdefault(parent, []).append(path)
-
-    lines: dict[str, str] = {}
-    counts: dict[str, list[Node]] = {}
+    collapsed_nodes: dict[str, list[Node]] = {}
+    unit = view.unit
     for n in graph.nodes:
-        u = view.unit[n.id]
-        if u.startswith("m"):
-            counts.setdefault(u, []).append(n)
+        u = unit[n.id]
+        if u[0] == "m":
+            collapsed_nodes.setdefault(u, []).append(n)
             continue
-        members.setdefault(parent_open(n.module), []).append(u)
-        lines[u] = n.id
-    by_name = {f"n{n.index}": n for n in graph.nodes}
-
+        members.setdefault(scope_of(n.module), []).append(
+            f"{u} [label={quote(n.label)} tooltip={quote(tooltip(n))} {_KIND_ATTRS[n.kind]}]\n"
+        )
     for path, name in view.modules.items():
         parent = path.rsplit(".", 1)[0] if "." in path else None
-        members.setdefault(parent, []).append(name)
+        members.setdefault(parent, []).append(
+            _module_box(graph, path, name, collapsed_nodes.get(name, []))
+        )
 
-    def emit(g: graphviz.Digraph, scope: str | None) -> None:
-        for name in members.get(scope, []):
-            if name.startswith("n"):
-                node = by_name[name]
-                g.node(
-                    name,
-                    label=text(node.label),
-                    tooltip=text(tooltip(node)),
-                    **{"class": f"gw-{node.kind}"},
-                    **STYLE[node.kind],
-                )
-            else:
-                _module_box(g, graph, name, view, counts[name])
-        for path in children.get(scope, []):
-            idx = sorted(view.opened).index(path)
-            with g.subgraph(name=f"cluster_{idx}") as sub:
-                info = graph.modules.get(path)
-                label = f"{path.rsplit('.', 1)[-1]}: {info.type if info else 'Module'}"
-                sub.attr(
-                    label=text(label),
-                    tooltip=text(path),
-                    style="rounded,dashed",
-                    color="#999999",
-                    fontsize="9",
-                    **{"class": "gw-cluster"},
-                )
-                emit(sub, path)
+    # Open modules, parents before children; cluster numbers follow sorted paths.
+    children: dict[str | None, list[tuple[int, str]]] = {}
+    for k, path in enumerate(sorted(opened)):
+        parent = path.rsplit(".", 1)[0] if "." in path else None
+        children.setdefault(parent, []).append((k, path))
 
-    emit(dot, None)
+    body: list[str] = list(_HEAD)
+    # Explicit stack instead of recursion: module nesting depth is unbounded in principle.
+    # Items: (path, cluster number, level) opens a scope; (None, -1, level) closes one.
+    stack: list[tuple[str | None, int, int]] = [(None, 0, 0)]
+    while stack:
+        scope, k, level = stack.pop()
+        outer = "\t" * level
+        if k < 0:
+            body.append(outer + "}\n")
+            continue
+        indent = outer + "\t"
+        if scope is not None:
+            info = graph.modules.get(scope)
+            label = f"{scope.rsplit('.', 1)[-1]}: {info.type if info else 'Module'}"
+            body.append(f"{outer}subgraph cluster_{k} {{\n")
+            body.append(f"{indent}label={quote(label)} tooltip={quote(scope)} {_CLUSTER_ATTRS}\n")
+            stack.append((None, -1, level))
+        body.extend(indent + line for line in members.get(scope, ()))
+        for ck, child in reversed(children.get(scope, ())):
+            stack.append((child, ck, level + 1))
 
     seen: set[tuple[str, str]] = set()
     for src, dst in graph.edges:
-        a, b = view.unit[src], view.unit[dst]
+        a, b = unit[src], unit[dst]
         if a != b and (a, b) not in seen:
             seen.add((a, b))
-            dot.edge(a, b)
-    return dot
+            body.append(f"\t{a} -> {b}\n")
+    return graphviz.Digraph("autograd", body=body)
 
 
-def _module_box(g, graph: Graph, name: str, view: View, nodes: list[Node]) -> None:
-    path = next(p for p, n in view.modules.items() if n == name)
+def _module_box(graph: Graph, path: str, name: str, nodes: list[Node]) -> str:
     info = graph.modules.get(path)
     ops = sum(1 for n in nodes if n.kind == "op")
     params = sum(1 for n in nodes if n.kind == "leaf")
-    saved = sum(n.saved_bytes for n in nodes)
+    saved = sum(n.saved_bytes for n in nodes if n.kind != "saved")
     label = f"{path} ({info.type if info else 'Module'})\n{ops} ops"
     if params:
         label += f", {params} params"
     if saved:
         label += f"\n{human_bytes(saved)} saved"
-    g.node(
-        name,
-        label=text(label),
-        tooltip=text(f"module {path}: click to expand"),
-        **{"class": "gw-module"},
-        **STYLE["module"],
+    return (
+        f"{name} [label={quote(label)} tooltip={quote(f'module {path}: click to expand')} "
+        f"{_KIND_ATTRS['module']}]\n"
     )
 
 

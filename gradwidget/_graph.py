@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 DEFAULT_MAX_VISIBLE = 150
 
 
-@dataclass
+@dataclass(slots=True)
 class SavedTensor:
     """A tensor autograd keeps for backward (recorded before backward frees it)."""
 
@@ -20,7 +21,7 @@ class SavedTensor:
     nbytes: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """One node of a captured autograd graph.
 
@@ -82,10 +83,23 @@ class ModuleInfo:
         return self.path.count(".") + 1
 
 
-def module_ancestors(path: str) -> list[str]:
-    """``"a.b.c"`` -> ``["a", "a.b", "a.b.c"]``."""
+@functools.lru_cache(maxsize=65536)
+def module_ancestors(path: str) -> tuple[str, ...]:
+    """``"a.b.c"`` -> ``("a", "a.b", "a.b.c")`` (memoised: called per node per view)."""
     parts = path.split(".")
-    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+    return tuple(".".join(parts[: i + 1]) for i in range(len(parts)))
+
+
+def collapsed_unit(path: str | None, opened: set[str]) -> str | None:
+    """Outermost closed module among ``path`` and its ancestors (None: all open)."""
+    if not path:
+        return None
+    if path in opened:  # an open module's ancestors are open too
+        return None
+    for anc in module_ancestors(path):
+        if anc not in opened:
+            return anc
+    return None  # pragma: no cover - unreachable: path itself is not open
 
 
 class Graph:
@@ -117,10 +131,14 @@ class Graph:
         self.modules = dict(modules or {})
         self.saved_bytes = saved_bytes
         self._by_id = {n.id: n for n in nodes}
-        # Every module path a node sits in, including parents of recorded ones.
+        # Nodes per module path (None: top level): views are computed per path, not per node.
+        self._per_module: dict[str | None, int] = {}
         for n in nodes:
-            if n.module:
-                for anc in module_ancestors(n.module):
+            self._per_module[n.module] = self._per_module.get(n.module, 0) + 1
+        # Every module path a node sits in, including parents of recorded ones.
+        for path in self._per_module:
+            if path:
+                for anc in module_ancestors(path):
                     self.modules.setdefault(anc, ModuleInfo(anc, "Module"))
 
     def __getitem__(self, node_id: str) -> Node:
@@ -156,6 +174,8 @@ class Graph:
         (its ancestors then open too). ``depth=None`` picks the deepest level whose view
         keeps at most ``DEFAULT_MAX_VISIBLE`` visible nodes, collapsing deepest first.
         """
+        if isinstance(expand, str):  # one path, not its characters
+            expand = (expand,)
         if depth is None:
             depth = self.auto_depth()
         opened = {p for p, m in self.modules.items() if m.depth <= depth}
@@ -176,16 +196,19 @@ class Graph:
 
     def unit_of(self, node: Node, opened: set[str]) -> str | None:
         """The collapsed module a node is drawn inside, or None if drawn itself."""
-        if not node.module:
-            return None
-        for anc in module_ancestors(node.module):
-            if anc not in opened:
-                return anc
-        return None
+        return collapsed_unit(node.module, opened)
 
     def visible_count(self, opened: set[str]) -> int:
-        units = {self.unit_of(n, opened) or n.id for n in self.nodes}
-        return len(units)
+        """How many boxes a view draws: shown nodes plus one per collapsed module."""
+        count = 0
+        boxes: set[str] = set()
+        for path, n in self._per_module.items():
+            unit = collapsed_unit(path, opened)
+            if unit is None:
+                count += n
+            else:
+                boxes.add(unit)
+        return count + len(boxes)
 
     # ---- output -----------------------------------------------------------------------
     def to_dot(self, depth: int | None = None, expand: Iterable[str] = ()) -> Any:

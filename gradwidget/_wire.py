@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import numpy as np
+import torch
 
 from ._graph import Graph, module_ancestors
 
@@ -55,3 +59,150 @@ def module_table(graph: Graph) -> dict[str, dict[str, Any]]:
             row["params"] += n.kind == "leaf"
             row["saved_bytes"] += n.saved_bytes
     return out
+
+
+def float32_array(values: Any) -> dict[str, Any]:
+    """A tensor as ``{"shape", "dtype": "float32", "data"}`` with raw little-endian bytes.
+
+    ipywidgets sends the bytes as a binary buffer (no JSON number lists); the browser
+    reads ``data`` as a ``Float32Array`` of ``shape`` in row-major order.
+    """
+    arr = values.detach().cpu().to(torch.float32).numpy() if torch.is_tensor(values) else values
+    arr = np.ascontiguousarray(arr, dtype="<f4")
+    return {"shape": list(arr.shape), "dtype": "float32", "data": memoryview(arr.tobytes())}
+
+
+# ---- training runs ----
+
+
+def float_bytes(values: Any) -> bytes:
+    """Little-endian float32 bytes (sent as a binary buffer, read as a Float32Array)."""
+    return np.asarray(values, dtype="<f4").tobytes()
+
+
+def run_points(
+    run_id: int, loss_start: int, losses: list[float], lr_start: int, lrs: list[float]
+) -> tuple[dict[str, Any], list[bytes]]:
+    """A custom message carrying only the loss/lr points a run gained since the last flush.
+
+    ``loss_start``/``lr_start`` are the indices of the first new point, so the browser can
+    append (or, for 0, replace) and detect a gap.
+    """
+    content = {
+        "type": "run_points",
+        "run": run_id,
+        "loss_start": loss_start,
+        "lr_start": lr_start,
+    }
+    return content, [float_bytes(losses), float_bytes(lrs)]
+
+
+#: Run fields sent in the ``run_info`` trait (everything but the per-step arrays).
+RUN_SUMMARY_FIELDS = (
+    "id",
+    "lr",
+    "optimizer",
+    "schedule",
+    "settings",
+    "steps",
+    "seed",
+    "status",
+    "error",
+    "final_loss",
+    "n_losses",
+)
+
+
+def run_summary(run: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe summary of one run for the ``run_info`` trait (no loss history)."""
+    out = {k: run.get(k) for k in RUN_SUMMARY_FIELDS}
+    losses = run.get("losses") or []
+    out["n_losses"] = len(losses)
+    final = losses[-1] if losses else None
+    # JSON has no inf/nan: send them as strings the browser can show.
+    out["final_loss"] = final if final is None or math.isfinite(final) else str(final)
+    return out
+
+
+# ---- live gradients ----
+#: Per-node float32 columns of a stats update, in this order (then HIST_BINS counts).
+STAT_COLUMNS = ("norm", "mean", "std", "min", "max", "absmean", "nonfinite", "numel")
+STATS_MAGIC = b"GWS1"
+STATS_HIST_BINS = 32
+
+
+def encode_stats(index: dict[str, int], stats: dict[str, dict[str, Any]], step: int) -> bytes:
+    """One binary stats update for the nodes in ``stats`` (only what this sample changed).
+
+    Layout, little-endian, every section 4-byte aligned::
+
+        b"GWS1"  u32 n  u32 step  u32 n_values
+        i32[n]                  node row index in the ``nodes`` table (ids not drawn: skipped)
+        f32[n, len(STAT_COLUMNS)]
+        f32[n, 32]              histogram counts over [min, max] of the finite values
+        u32[n] grad_len  u32[n] data_len     (0 unless the tensor has <= 64 elements)
+        f32[n_values]           grad values then data values, node by node
+
+    The browser keeps each node's history itself, so nothing is ever resent.
+    """
+    rows = [(index[nid], s) for nid, s in stats.items() if nid in index]
+    n = len(rows)
+    ncol = len(STAT_COLUMNS)
+    idx = np.fromiter((i for i, _ in rows), dtype="<i4", count=n)
+    scal = np.zeros((n, ncol), dtype="<f4")
+    hist = np.zeros((n, STATS_HIST_BINS), dtype="<f4")
+    glen = np.zeros(n, dtype="<u4")
+    dlen = np.zeros(n, dtype="<u4")
+    values: list[float] = []
+    for r, (_, s) in enumerate(rows):
+        scal[r] = [s[c] for c in STAT_COLUMNS]
+        hist[r] = s["hist"]
+        g = s.get("values") or []
+        d = s.get("data") or []
+        glen[r], dlen[r] = len(g), len(d)
+        values += g
+        values += d
+    head = STATS_MAGIC + np.array([n, step & 0xFFFFFFFF, len(values)], dtype="<u4").tobytes()
+    return b"".join(
+        [
+            head,
+            idx.tobytes(),
+            scal.tobytes(),
+            hist.tobytes(),
+            glen.tobytes(),
+            dlen.tobytes(),
+            np.asarray(values, dtype="<f4").tobytes(),
+        ]
+    )
+
+
+def decode_stats(buf: bytes) -> dict[str, Any]:
+    """Inverse of :func:`encode_stats` (the browser has its own copy in js/src/live.js)."""
+    if buf[:4] != STATS_MAGIC:
+        raise ValueError("Not a gradwidget stats update.")
+    n, step, nvals = np.frombuffer(buf, dtype="<u4", count=3, offset=4).tolist()
+    off = 16
+    ncol = len(STAT_COLUMNS)
+
+    def take(dtype: str, count: int) -> np.ndarray:
+        nonlocal off
+        arr = np.frombuffer(buf, dtype=dtype, count=count, offset=off)
+        off += 4 * count
+        return arr
+
+    idx = take("<i4", n)
+    scal = take("<f4", n * ncol).reshape(n, ncol)
+    hist = take("<f4", n * STATS_HIST_BINS).reshape(n, STATS_HIST_BINS)
+    glen = take("<u4", n)
+    dlen = take("<u4", n)
+    vals = take("<f4", nvals)
+    rows, pos = {}, 0
+    for r in range(n):
+        row = dict(zip(STAT_COLUMNS, scal[r].tolist(), strict=True))
+        row["hist"] = hist[r].tolist()
+        row["values"] = vals[pos : pos + glen[r]].tolist() or None
+        pos += int(glen[r])
+        row["data"] = vals[pos : pos + dlen[r]].tolist() or None
+        pos += int(dlen[r])
+        rows[int(idx[r])] = row
+    return {"step": step, "rows": rows}

@@ -1,91 +1,453 @@
 // The graph pane: lays out the DOT once per structure change and restyles in place.
-import { getViz, layout } from "./graphviz.js";
+import { MAX_UNITS, countUnits, describeError, getViz, layout } from "./graphviz.js";
+import { applyStyles, resolveStyles } from "./node_styles.js";
+import { panZoom } from "./panzoom.js";
+
+/** Above this many units, show "laying out…" and yield a frame before the (blocking) layout. */
+const BIG_VIEW = 250;
+/** Layouts kept per view, keyed by DOT text (expand then collapse reuses the first layout). */
+const LAYOUT_CACHE = 4;
+
+/** @param {number} n */
+function bytes(n) {
+  if (n < 1024) return `${n} B`;
+  const units = ["KB", "MB", "GB"];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u += 1;
+  }
+  return `${v.toFixed(1)} ${units[u]}`;
+}
 
 /**
- * Mount the graph view.
+ * Outermost collapsed module among `path` and its ancestors.
+ * @param {string|null} path
+ * @param {Map<string, string>} boxOfPath collapsed module path -> DOT name
+ */
+function boxFor(path, boxOfPath) {
+  if (!path) return undefined;
+  const parts = path.split(".");
+  for (let i = 1; i <= parts.length; i += 1) {
+    const name = boxOfPath.get(parts.slice(0, i).join("."));
+    if (name) return name;
+  }
+  return undefined;
+}
+
+/**
+ * Mount the graph view (pane, header tools, tooltip) and fill in ctx's restyle API.
  * @param {{model: any, host: any, el: HTMLElement, ctx: any}} args
  * @returns {() => void} cleanup
  */
 export function mountGraph({ model, host, el, ctx }) {
   const pane = document.createElement("div");
   pane.className = "gw-graph";
+  pane.tabIndex = 0;
+  const stage = document.createElement("div");
+  stage.className = "gw-stage";
+  const status = document.createElement("div");
+  status.className = "gw-status";
+  status.hidden = true;
+  const tip = document.createElement("div");
+  tip.className = "gw-tooltip";
+  tip.hidden = true;
+  pane.append(stage, status, tip);
   el.appendChild(pane);
-  /** @type {Map<string, SVGGElement>} dot name -> node group */
-  let byName = new Map();
+  const pz = panZoom(pane);
 
-  const nodeIndex = () => {
-    const ids = model.get("nodes").id || [];
-    return new Map(ids.map((id, i) => [id, i]));
+  // ---- header tools: depth, fit, export ------------------------------------------------
+  const tools = ctx.panels.header || ctx.panels.toolbar;
+  const depthLabel = document.createElement("label");
+  depthLabel.className = "gw-depth";
+  depthLabel.textContent = "depth ";
+  const depthSel = document.createElement("select");
+  depthSel.title = "Module nesting level drawn open (auto keeps the view near 150 boxes)";
+  depthLabel.appendChild(depthSel);
+  const fitBtn = document.createElement("button");
+  fitBtn.className = "gw-fit";
+  fitBtn.textContent = "Fit";
+  fitBtn.title = "Fit the whole graph in view";
+  const exportBtn = document.createElement("button");
+  exportBtn.className = "gw-export";
+  exportBtn.textContent = "SVG";
+  exportBtn.title = "Download the rendered graph as SVG";
+  tools.append(depthLabel, fitBtn, exportBtn);
+
+  const fillDepth = () => {
+    const max = model.get("max_depth") || 0;
+    const cur = model.get("depth");
+    const opts = [["auto", "auto"]];
+    for (let d = 0; d <= max; d += 1) opts.push([String(d), String(d)]);
+    depthSel.replaceChildren(
+      ...opts.map(([v, t]) => {
+        const o = document.createElement("option");
+        o.value = v;
+        o.textContent = t;
+        return o;
+      }),
+    );
+    depthSel.value = cur === null || cur === undefined ? "auto" : String(cur);
   };
-  let indexOf = nodeIndex();
+  depthSel.addEventListener("change", () => {
+    const v = depthSel.value;
+    model.set("depth", v === "auto" ? null : Number(v));
+    model.set("expanded", []); // the depth control is the coarse reset
+    model.save_changes();
+  });
+  fitBtn.addEventListener("click", () => pz.fit());
+  exportBtn.addEventListener("click", () => exportSvg());
 
-  function showMessage(text, cls = "gw-message") {
-    pane.replaceChildren();
+  // ---- state ---------------------------------------------------------------------------
+  /** @type {SVGSVGElement|null} */
+  let svg = null;
+  /** @type {Map<string, Element>} DOT name -> node group */
+  let units = new Map();
+  /** @type {Map<string, string>} collapsed module path -> DOT name */
+  let boxOfPath = new Map();
+  /** @type {Map<string, Map<string, any>>} */
+  const layers = new Map();
+  const applied = new Set();
+  /** @type {Map<string, SVGSVGElement>} */
+  const cache = new Map();
+  let generation = 0;
+
+  const reindex = () => {
+    ctx.nodeIndex = new Map((model.get("nodes").id || []).map((id, i) => [id, i]));
+  };
+  reindex();
+  const reboxes = () => {
+    boxOfPath = new Map(Object.entries(model.get("view_modules") || {}).map(([n, p]) => [p, n]));
+  };
+  reboxes();
+
+  /** @param {string} id */
+  function unitOf(id) {
+    const i = ctx.nodeIndex.get(id);
+    if (i === undefined) return undefined;
+    const own = `n${i}`;
+    if (units.has(own)) return own;
+    return boxFor(model.get("nodes").module[i], boxOfPath) ?? (units.size ? undefined : own);
+  }
+  ctx.unitOf = unitOf;
+  ctx.elementOf = (id) => units.get(unitOf(id) || "");
+  ctx.svg = () => svg;
+  ctx.setNodeStyles = (styles, layer = "default") => {
+    layers.set(layer, styles instanceof Map ? styles : new Map(Object.entries(styles || {})));
+    restyle();
+  };
+
+  function restyle() {
+    if (!svg) return;
+    applyStyles(units, resolveStyles(layers, unitOf), applied);
+  }
+
+  // ---- drawing ---------------------------------------------------------------------------
+  function message(text, cls = "") {
+    svg = null;
+    units = new Map();
+    applied.clear();
     const div = document.createElement("div");
-    div.className = cls;
+    div.className = `gw-message ${cls}`.trim();
     div.textContent = text;
-    pane.appendChild(div);
+    stage.replaceChildren(div);
+    status.hidden = true;
+    pane.style.height = "";
   }
 
   async function draw() {
+    const gen = ++generation;
     const err = model.get("view_error");
-    if (err) return showMessage(err, "gw-message gw-error");
-    showMessage("laying out…");
+    if (err) return message(err, "gw-error gw-limit");
+    const dot = model.get("dot");
+    if (!dot) return message("Nothing to draw.");
+    const n = countUnits(dot);
+    if (n > MAX_UNITS) {
+      return message(
+        `This view has ${n.toLocaleString()} boxes, over the limit of ` +
+          `${MAX_UNITS.toLocaleString()} the browser can lay out. Collapse modules or lower the depth.`,
+        "gw-error gw-limit",
+      );
+    }
+    status.textContent = n > BIG_VIEW ? `laying out ${n.toLocaleString()} boxes…` : "laying out…";
+    status.hidden = false;
     let viz;
     try {
       viz = await getViz(model, host);
     } catch (e) {
-      return showMessage(`Could not load Graphviz: ${e.message}`, "gw-message gw-error");
+      if (gen === generation) message(`Could not load Graphviz: ${describeError(e)}`, "gw-error");
+      return;
     }
-    let svg;
-    try {
-      svg = layout(viz, model.get("dot"));
-    } catch (e) {
-      return showMessage(`Graphviz could not lay out this graph: ${e.message}`, "gw-message gw-error");
+    // Let the indicator paint before the blocking layout of a big view.
+    if (n > BIG_VIEW) await new Promise((r) => setTimeout(r, 20));
+    if (gen !== generation) return;
+    const t0 = performance.now();
+    let next = cache.get(dot);
+    if (!next) {
+      try {
+        next = layout(viz, dot);
+      } catch (e) {
+        return message(`Graphviz could not lay out this graph: ${describeError(e)}`, "gw-error");
+      }
+      prepare(next);
+      cache.set(dot, next);
+      if (cache.size > LAYOUT_CACHE) cache.delete(cache.keys().next().value);
     }
-    pane.replaceChildren(svg);
-    byName = new Map();
-    for (const g of svg.querySelectorAll("g.node")) {
-      const title = g.querySelector("title");
-      if (title) byName.set(title.textContent, g);
-    }
-    restyleSelection();
-    ctx.emit("drawn", { svg, byName });
+    show(next);
+    const ms = performance.now() - t0;
+    pane.dataset.renderMs = ms.toFixed(1);
+    pane.dataset.units = String(units.size);
+    (globalThis.__gradwidget_renders ||= []).push({ units: units.size, ms });
+    ctx.emit("drawn", { svg, units });
   }
 
-  function restyleSelection() {
-    for (const g of byName.values()) g.classList.remove("gw-selected");
+  /**
+   * One-time post-processing of a fresh layout: unit names and module paths as data
+   * attributes; the tooltip <a> wrappers unwrapped so shapes are direct children of their
+   * `g.node` (simple CSS, no native tooltip doubling ours).
+   */
+  function prepare(s) {
+    s.classList.add("gw-svg");
+    for (const g of s.querySelectorAll("g.node, g.cluster")) {
+      const title = g.querySelector(":scope > title");
+      if (title) {
+        g.setAttribute("data-name", title.textContent || "");
+        title.remove();
+      }
+      for (const wrap of g.querySelectorAll(":scope > g")) {
+        const a = wrap.querySelector(":scope > a");
+        if (!a) continue;
+        if (g.classList.contains("cluster")) {
+          g.setAttribute("data-module", a.getAttribute("xlink:title") || a.getAttribute("title") || "");
+        }
+        wrap.replaceWith(...a.childNodes);
+      }
+    }
+  }
+
+  function show(next) {
+    reboxes();
+    svg = next;
+    units = new Map();
+    for (const g of svg.querySelectorAll("g.node")) units.set(g.getAttribute("data-name"), g);
+    for (const g of units.values()) {
+      const s = /** @type {any} */ (g);
+      s.__gwStyle = undefined; // cached layouts keep old inline styles: repaint all
+    }
+    applied.clear();
+    for (const g of svg.querySelectorAll(".gw-selected, .gw-selected-inside")) {
+      g.classList.remove("gw-selected", "gw-selected-inside");
+    }
+    stage.replaceChildren(svg);
+    status.hidden = true;
+    const nat = { w: 0, h: 0 };
+    const vb = (svg.dataset.baseViewBox || svg.getAttribute("viewBox") || "0 0 0 0").split(" ");
+    nat.h = Number(vb[3]) * (4 / 3);
+    // Natural height, within [160, 600] px: small graphs stay small, big ones pan.
+    pane.style.height = `${Math.round(Math.min(600, Math.max(160, nat.h + 8)))}px`;
+    pz.setSvg(svg);
+    restyle();
+    restyleSelection(false);
+  }
+
+  function exportSvg() {
+    if (!svg) return;
+    const copy = /** @type {SVGSVGElement} */ (svg.cloneNode(true));
+    const vb = svg.dataset.baseViewBox || svg.getAttribute("viewBox") || "";
+    const [, , w, h] = vb.split(" ").map(Number);
+    copy.setAttribute("viewBox", vb);
+    copy.setAttribute("width", `${w}pt`);
+    copy.setAttribute("height", `${h}pt`);
+    copy.setAttribute("xmlns", "http://www.w3.org/2000/svg");
+    copy.removeAttribute("data-base-view-box");
+    const text = new XMLSerializer().serializeToString(copy);
+    const url = URL.createObjectURL(new Blob([text], { type: "image/svg+xml" }));
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = `${model.get("title") || "autograd-graph"}.svg`;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  }
+
+  // ---- selection -------------------------------------------------------------------------
+  function restyleSelection(emit = true) {
+    if (svg) {
+      for (const g of svg.querySelectorAll(".gw-selected, .gw-selected-inside")) {
+        g.classList.remove("gw-selected", "gw-selected-inside");
+      }
+    }
     const sel = model.get("selected");
-    if (!sel) return;
-    const i = indexOf.get(sel);
-    const g = i === undefined ? undefined : byName.get(`n${i}`);
-    if (g) g.classList.add("gw-selected");
+    if (sel && svg) {
+      const unit = unitOf(sel);
+      const g = unit && units.get(unit);
+      if (g) {
+        // Inside a collapsed module: mark the box, differently from a direct selection.
+        g.classList.add(unit[0] === "m" ? "gw-selected-inside" : "gw-selected");
+        if (emit) pz.center(g);
+      }
+    }
+    if (emit) ctx.emit("select", sel || "");
   }
 
-  pane.addEventListener("click", (ev) => {
-    const g = /** @type {Element} */ (ev.target).closest("g.node");
-    if (!g) return;
-    const name = g.querySelector("title")?.textContent || "";
-    const modules = model.get("view_modules");
-    if (name in modules) {
-      model.set("expanded", [...model.get("expanded"), modules[name]]);
-    } else if (name.startsWith("n")) {
-      model.set("selected", model.get("nodes").id[Number(name.slice(1))]);
+  // ---- tooltip ---------------------------------------------------------------------------
+  /** @returns {[string, string][]} rows for the tooltip of a unit or cluster */
+  function describe(g) {
+    const name = g.getAttribute("data-name") || "";
+    const modules = model.get("modules") || {};
+    if (g.classList.contains("cluster")) {
+      const path = g.getAttribute("data-module") || "";
+      const info = modules[path] || {};
+      return [
+        ["module", `${path} (${info.type || "Module"})`],
+        ["ops", `${info.ops ?? "?"}, ${info.params ?? 0} params`],
+        ["saved for backward", bytes(info.saved_bytes || 0)],
+        ["", "click the frame or its label to collapse"],
+      ];
     }
-    model.save_changes();
+    const vm = model.get("view_modules") || {};
+    if (name in vm) {
+      const path = vm[name];
+      const info = modules[path] || {};
+      return [
+        ["module", `${path} (${info.type || "Module"})`],
+        ["contains", `${info.ops ?? 0} ops, ${info.params ?? 0} params`],
+        ["saved for backward", bytes(info.saved_bytes || 0)],
+        ["", "click to expand"],
+      ];
+    }
+    const i = Number(name.slice(1));
+    const t = model.get("nodes");
+    const rows = [["kind", t.kind[i]]];
+    if (t.name[i]) rows.push(["name", t.name[i]]);
+    if (t.op[i]) rows.push(["op", t.op[i]]);
+    if (t.shape[i]) rows.push(["shape", `(${t.shape[i].join(", ")})`]);
+    if (t.dtype[i]) rows.push(["dtype", t.dtype[i]]);
+    if (t.module[i]) rows.push(["module", t.module[i]]);
+    if (t.source[i]) rows.push(["source", t.source[i]]);
+    rows.push(["saved for backward", bytes(t.saved_bytes[i] || 0)]);
+    return rows;
+  }
+
+  function hoverTarget(target) {
+    const t = /** @type {Element} */ (target);
+    return t?.closest?.("g.node") || t?.closest?.("g.cluster") || null;
+  }
+
+  let hovered = null;
+  pane.addEventListener("pointermove", (ev) => {
+    const g = hoverTarget(ev.target);
+    if (!g || pz.wasDrag()) {
+      if (hovered) ctx.emit("hover", null);
+      hovered = null;
+      tip.hidden = true;
+      return;
+    }
+    if (g !== hovered) {
+      hovered = g;
+      const rows = describe(g);
+      tip.replaceChildren(
+        ...rows.map(([k, v]) => {
+          const row = document.createElement("div");
+          if (k) {
+            const b = document.createElement("b");
+            b.textContent = `${k}: `;
+            row.appendChild(b);
+          } else row.className = "gw-hint";
+          row.appendChild(document.createTextNode(String(v)));
+          return row;
+        }),
+      );
+      const name = g.getAttribute("data-name") || "";
+      const i = name[0] === "n" ? Number(name.slice(1)) : -1;
+      ctx.emit("hover", {
+        id: i >= 0 ? model.get("nodes").id[i] : null,
+        module: (model.get("view_modules") || {})[name] || g.getAttribute("data-module") || null,
+      });
+    }
+    tip.hidden = false;
+    const r = pane.getBoundingClientRect();
+    const x = ev.clientX - r.left + 14;
+    const y = ev.clientY - r.top + 14;
+    tip.style.left = `${Math.min(x, Math.max(0, r.width - tip.offsetWidth - 4))}px`;
+    tip.style.top = `${Math.min(y, Math.max(0, r.height - tip.offsetHeight - 4))}px`;
+  });
+  pane.addEventListener("pointerleave", () => {
+    hovered = null;
+    tip.hidden = true;
   });
 
-  const onDot = () => draw();
-  const onNodes = () => (indexOf = nodeIndex());
-  model.on("change:dot", onDot);
-  model.on("change:view_error", onDot);
+  // ---- clicks: select, expand, collapse --------------------------------------------------
+  pane.addEventListener("click", (ev) => {
+    if (pz.wasDrag()) return;
+    const t = /** @type {Element} */ (ev.target);
+    const node = t.closest("g.node");
+    if (node) {
+      const name = node.getAttribute("data-name") || "";
+      const vm = model.get("view_modules") || {};
+      if (name in vm) {
+        const path = vm[name];
+        model.set("expanded", [...new Set([...model.get("expanded"), path])]);
+      } else if (name[0] === "n") {
+        const id = model.get("nodes").id[Number(name.slice(1))];
+        model.set("selected", model.get("selected") === id ? "" : id);
+      }
+      model.save_changes();
+      return;
+    }
+    const cluster = t.closest("g.cluster");
+    if (cluster) collapse(cluster.getAttribute("data-module") || "");
+  });
+
+  /**
+   * Collapse an open module. `expanded` only opens modules, so a module opened by the depth
+   * setting is collapsed by pinning every other open module in `expanded` and lowering the
+   * depth to 0: the view is the same minus that module's subtree.
+   * @param {string} path
+   */
+  function collapse(path) {
+    if (!path || !svg) return;
+    const inside = (p) => p === path || p.startsWith(`${path}.`);
+    const open = [...svg.querySelectorAll("g.cluster")]
+      .map((g) => g.getAttribute("data-module") || "")
+      .filter((p) => p && !inside(p));
+    const leaves = open.filter((p) => !open.some((q) => q !== p && q.startsWith(`${p}.`)));
+    model.set("depth", 0);
+    model.set("expanded", leaves);
+    model.save_changes();
+  }
+
+  // ---- wiring ----------------------------------------------------------------------------
+  const onNodes = () => {
+    reindex();
+    cache.clear();
+  };
+  const onModules = () => {
+    reboxes();
+    restyle();
+    restyleSelection(false);
+  };
+  const onSelected = () => restyleSelection(true);
+  model.on("change:dot", draw);
+  model.on("change:view_error", draw);
   model.on("change:nodes", onNodes);
-  model.on("change:selected", restyleSelection);
+  model.on("change:view_modules", onModules);
+  model.on("change:selected", onSelected);
+  model.on("change:max_depth", fillDepth);
+  model.on("change:depth", fillDepth);
+  fillDepth();
   draw();
   return () => {
-    model.off("change:dot", onDot);
-    model.off("change:view_error", onDot);
+    generation += 1;
+    pz.destroy();
+    model.off("change:dot", draw);
+    model.off("change:view_error", draw);
     model.off("change:nodes", onNodes);
-    model.off("change:selected", restyleSelection);
+    model.off("change:view_modules", onModules);
+    model.off("change:selected", onSelected);
+    model.off("change:max_depth", fillDepth);
+    model.off("change:depth", fillDepth);
   };
 }

@@ -1,6 +1,185 @@
-// Jacobian explorer front-end (placeholder; see gradwidget/_jacobian.py).
+// Jacobian explorer front-end (model: gradwidget/_jacobian.py).
+// Heatmap of J, vᵀJ computed two ways by the kernel, gradient accumulation controls.
+import "./jacobian.css";
+import { axesOf, fmt } from "./jacobian_axes.js";
+import { makeTooltip, mountHeatmap } from "./heatmap.js";
+import { mountVector } from "./vector_controls.js";
+import { float32 } from "./wire.js";
+
+/** Values shown as numbers (not only colors) when J has at most this many columns. */
+const MAX_NUMBERS = 12;
+
+function div(cls, parent, text) {
+  const d = document.createElement("div");
+  d.className = cls;
+  if (text !== undefined) d.textContent = text;
+  if (parent) parent.appendChild(d);
+  return d;
+}
+
+const shapeText = (shape) => `(${shape.join(", ")}${shape.length === 1 ? "," : ""})`;
+
+/** Index of the single 1 in v when v is one-hot, else null. */
+function oneHotIndex(v) {
+  let idx = null;
+  for (let i = 0; i < v.length; i++) {
+    if (v[i] === 0) continue;
+    if (v[i] !== 1 || idx !== null) return null;
+    idx = i;
+  }
+  return idx;
+}
+
+/** Header line: what J is and how it was computed. */
+function mountHeader({ model, root, axes }) {
+  const head = div("gw-jac-header", root);
+  const title = model.get("title");
+  if (title) div("gw-jac-title", head, title);
+  const method = model.get("method") === "jacrev" ? "torch.func.jacrev" : "torch.autograd.functional.jacobian";
+  const y = model.get("out_name");
+  const names = axes.groups.map((g) => g.name);
+  const wrt = names.length === 1 ? names[0] : `(${names.join(", ")})`;
+  const ins = axes.groups.map((g) => `${g.name} ${shapeText(g.shape)}`).join(", ");
+  div(
+    "gw-jac-summary",
+    head,
+    `J = ∂${y}/∂${wrt}: ${axes.m} × ${axes.n} · ${y} ${shapeText(model.get("out_shape"))} ← ${ins}` +
+      ` · computed with ${method}`,
+  );
+  const note = model.get("note");
+  if (note) div("gw-jac-note", head, note);
+}
+
+/** The kernel's vᵀJ results: colored strips, numbers, agreement and x.grad status. */
+function mountResults({ model, root, heat, axes, listen }) {
+  const strips = {
+    matmul: heat.strip("vᵀJ = v @ J", "gw-jac-strip-matmul"),
+    backward: heat.strip("y.backward(v)", "gw-jac-strip-backward"),
+    grad: heat.strip("x.grad", "gw-jac-strip-grad"),
+  };
+  const out = div("gw-jac-results", root);
+  const agree = div("gw-jac-agree", out);
+  const numbers = div("gw-jac-values", out);
+  const status = div("gw-jac-grad-status", out);
+
+  const update = () => {
+    const view = model.get("vjp_view");
+    if (!view || !view.matmul) return;
+    const arrays = {
+      matmul: float32(view.matmul),
+      backward: float32(view.backward),
+      grad: float32(view.grad),
+    };
+    let vmax = 0;
+    for (const key of ["matmul", "backward"]) for (const x of arrays[key]) vmax = Math.max(vmax, Math.abs(x));
+    for (const x of arrays.grad) vmax = Math.max(vmax, Math.abs(x));
+    for (const key of Object.keys(strips)) strips[key].update(arrays[key], vmax);
+
+    agree.classList.toggle("gw-jac-bad", !view.agree);
+    agree.textContent = view.agree
+      ? `✓ v @ J and y.backward(v) agree (max |difference| = ${fmt(view.max_diff)})`
+      : `✗ v @ J and y.backward(v) differ by up to ${fmt(view.max_diff)}`;
+
+    numbers.replaceChildren();
+    if (axes.cb === 1 && axes.n <= MAX_NUMBERS) {
+      const rows = [
+        ["v @ J", "matmul"],
+        ["y.backward(v)", "backward"],
+        ["x.grad", "grad"],
+      ];
+      for (const [label, key] of rows) {
+        const line = div(`gw-jac-values-row gw-jac-values-${key}`, numbers);
+        div("gw-jac-values-label", line, label);
+        div("gw-jac-values-data", line, `[${Array.from(arrays[key], fmt).join(", ")}]`);
+      }
+    }
+
+    const calls = view.calls;
+    const ratio = view.ratio;
+    if (calls === 0) {
+      status.textContent = "x.grad is None (zeroed): press backward(v) to fill it.";
+    } else if (ratio !== null && calls === 1 && Math.abs(ratio - 1) < 1e-3) {
+      status.textContent = "x.grad = vᵀJ (one backward call since zero_grad).";
+    } else if (ratio !== null) {
+      status.textContent =
+        `x.grad = ${fmt(ratio)} × vᵀJ after ${calls} backward calls without zero_grad: ` +
+        "gradients accumulate (add up) until you zero them.";
+    } else {
+      status.textContent =
+        `x.grad is the sum of ${calls} backward calls (with different v) since zero_grad: ` +
+        "gradients accumulate.";
+    }
+  };
+  listen("change:vjp_view", update);
+  update();
+}
+
+/** Accumulation toggle and the backward / zero_grad buttons. */
+function mountAccumulation({ model, root, listen }) {
+  const box = div("gw-jac-acc", root);
+  const label = document.createElement("label");
+  label.className = "gw-jac-acc-toggle";
+  const check = document.createElement("input");
+  check.type = "checkbox";
+  check.className = "gw-jac-accumulate";
+  label.append(check, " accumulate: each change of v calls backward twice, without zero_grad");
+  box.appendChild(label);
+  check.addEventListener("change", () => {
+    model.set("accumulate", check.checked);
+    model.save_changes();
+  });
+  const sync = () => {
+    check.checked = model.get("accumulate");
+  };
+  listen("change:accumulate", sync);
+  sync();
+  for (const [text, event] of [
+    ["backward(v)", "backward"],
+    ["zero_grad", "zero_grad"],
+  ]) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = `gw-jac-button gw-jac-${event}`;
+    b.textContent = text;
+    b.addEventListener("click", () => model.send({ event }));
+    box.appendChild(b);
+  }
+}
+
 export default {
-  render({ el }) {
-    el.textContent = "Jacobian explorer";
+  render({ model, el }) {
+    const root = div("gradwidget gw-jacobian", el);
+    // Every model listener of this view, removed when the view goes (re-display, close).
+    const unlisten = [];
+    const listen = (event, fn) => {
+      model.on(event, fn);
+      unlisten.push(() => model.off(event, fn));
+    };
+    const axes = axesOf(model);
+    const tooltip = makeTooltip(root);
+    mountHeader({ model, root, axes });
+    const shape = shapeText(model.get("out_shape"));
+    const plot = div("gw-jac-plot", root);
+    let editor = null;
+    const heat = mountHeatmap({
+      el: plot,
+      axes,
+      values: float32(model.get("heat")),
+      vmax: model.get("vmax"),
+      reduce: model.get("reduce"),
+      outLabel: `${model.get("out_name")} ${shape}`,
+      tooltip,
+      onPickRow: (row) => editor && editor.oneHot(row),
+    });
+    mountResults({ model, root, heat, axes, listen });
+    editor = mountVector({ model, el: root, axes, listen });
+    mountAccumulation({ model, root, listen });
+    const markRow = () => heat.selectRow(oneHotIndex(model.get("v")));
+    listen("change:v", markRow);
+    markRow();
+    root.dataset.ready = "1";
+    return () => {
+      for (const off of unlisten) off();
+    };
   },
 };

@@ -1,0 +1,399 @@
+"""Live gradients: the cost of watching a training loop, next to TensorBoard and livelossplot.
+
+Run: ``.venv/bin/python bench/bench_watch.py`` (or ``make bench`` for every benchmark).
+
+Loop: the tiny MLP 16->64->64->64->1, batch 32, SGD, ``torch.set_num_threads(1)``; one step
+is ``zero_grad; mse_loss(model(x), y).backward(); step``. Each variant is timed against the
+bare loop in the same process, in pairs whose order alternates, with process CPU time and
+the garbage collector paused; a ratio is the median over pairs of (variant time per step /
+bare time per step).
+
+* ``gradwidget watch``: ``GradWidget(model).watch()`` with default settings (every
+  parameter and every intermediate, sampled every 150 ms, stats reduced on device, encoded
+  with ``_wire.encode_stats`` and set on the synced trait). Budget: <= 1.05x.
+* TensorBoard ``add_histogram`` of every parameter's grad every 10 steps and every step
+  (written to a temp dir), and livelossplot (matplotlib output) sending every 10 steps:
+  reference figures, no budget.
+
+Also printed: bytes per stats update (tiny MLP and a 500-node graph) and, when Chromium and
+Playwright are available, the per-update restyle time of a 500-node graph in headless
+Chromium (goal <= 16 ms), measured with ``performance.now()`` by the real front-end bundle
+on a static page (real WASM Graphviz layout, the kernel replaced by a stub model that
+replays real encoded updates). Prints markdown tables; exits 1 when a budget is missed.
+Set ``BENCH_QUICK=1`` for fewer repetitions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import gradwidget as gw
+
+BUDGET = 1.05
+RESTYLE_GOAL_MS = 16.0
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+STATIC = Path(gw.__file__).parent / "static"
+
+
+def tiny_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(16, 64),
+        nn.ReLU(),
+        nn.Linear(64, 64),
+        nn.ReLU(),
+        nn.Linear(64, 64),
+        nn.ReLU(),
+        nn.Linear(64, 1),
+    )
+    return model, torch.randn(32, 16), torch.randn(32, 1)
+
+
+# ---- loops --------------------------------------------------------------------------------
+class Loop:
+    """One training setup; ``run(n)`` returns CPU seconds per step."""
+
+    def __init__(self, after_step=None, setup=None):
+        self.model, self.x, self.y = tiny_mlp()
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-3)
+        self.after_step = after_step
+        self.step_no = 0
+        if setup is not None:
+            setup(self)
+
+    def run(self, n: int) -> float:
+        model, x, y, opt, after = self.model, self.x, self.y, self.opt, self.after_step
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.process_time()
+            for _ in range(n):
+                opt.zero_grad()
+                loss = F.mse_loss(model(x), y)
+                loss.backward()
+                opt.step()
+                if after is not None:
+                    after(self, loss)
+                self.step_no += 1
+            return (time.process_time() - t0) / n
+        finally:
+            gc.enable()
+
+
+def watched_setup(loop: Loop) -> None:
+    loop.widget = gw.GradWidget(loop.model, example_input=loop.x)
+    loop.widget.watch()
+
+
+def tensorboard_setup(loop: Loop) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    loop.tmp = tempfile.TemporaryDirectory()
+    loop.writer = SummaryWriter(loop.tmp.name)
+
+
+def tensorboard_every(k: int):
+    def after(loop: Loop, loss) -> None:
+        if loop.step_no % k == 0:
+            for name, p in loop.model.named_parameters():
+                loop.writer.add_histogram(name, p.grad, loop.step_no)
+
+    return after
+
+
+def livelossplot_setup(loop: Loop) -> None:
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    from livelossplot import PlotLosses
+    from livelossplot.outputs import MatplotlibPlot
+
+    loop.plot = PlotLosses(outputs=[MatplotlibPlot()], mode="script")
+
+
+def livelossplot_every(k: int):
+    def after(loop: Loop, loss) -> None:
+        loop.plot.update({"loss": loss.item()})
+        if loop.step_no % k == 0:
+            with contextlib.redirect_stdout(io.StringIO()):
+                loop.plot.send()
+            import matplotlib.pyplot as plt
+
+            plt.close("all")
+
+    return after
+
+
+# ---- bytes per update ------------------------------------------------------------------------
+def chain_graph(n_ops: int, seed: int = 0):
+    """A ~n_ops-node graph: a chain of mul/tanh on a 4-vector with one weight per step."""
+    torch.manual_seed(seed)
+    x = torch.randn(4, requires_grad=True)
+    weights = {f"w{i}": torch.randn(4, requires_grad=True) for i in range(n_ops // 3)}
+    h = x
+    for wt in weights.values():
+        h = (h * wt).tanh()
+    loss = h.sum()
+    return loss, {"x": x, **weights}
+
+
+def update_bytes() -> dict[str, tuple[int, int]]:
+    loop = Loop(setup=watched_setup)
+    loop.widget.watch(every=0)
+    loop.run(2)
+    tiny = (len(loop.widget.grad_stats), len(loop.widget.stats()))
+    loop.widget.unwatch()
+    loss, params = chain_graph(500)
+    w = gw.GradWidget(gw.capture(loss, params=params))
+    w.watch(loss)
+    loss.backward()
+    big = (len(w.grad_stats), len(w.stats()))
+    w.unwatch()
+    return {"tiny MLP": tiny, f"chain ({len(w.graph)} nodes)": big}
+
+
+# ---- browser restyle ---------------------------------------------------------------------------
+PAGE = """<!doctype html><html><head><meta charset="utf-8">
+<link rel="stylesheet" href="/static/widget.css"></head><body><div id="root"></div>
+<script type="module">
+import widget from "/static/widget.js";
+import loader from "/static/loader.js";
+const state = await (await fetch("/state.json")).json();
+const updates = await (await fetch("/updates.bin")).arrayBuffer();
+const sizes = await (await fetch("/sizes.json")).json();
+const gz = await (await fetch("/static/viz.mjs.gz")).arrayBuffer();
+function stubModel(values) {
+  const handlers = new Map();
+  return {
+    get: (k) => values[k],
+    set(k, v) { values[k] = v; for (const fn of handlers.get("change:" + k) || []) fn(); },
+    on(ev, fn) { if (!handlers.has(ev)) handlers.set(ev, new Set()); handlers.get(ev).add(fn); },
+    off(ev, fn) { handlers.get(ev)?.delete(fn); },
+    save_changes() {}, send() {},
+  };
+}
+const loaderModel = stubModel({ digest: "bench", viz_gz: new DataView(gz) });
+const exports = loader.initialize({ model: loaderModel });
+const model = stubModel({ ...state, grad_stats: new DataView(new ArrayBuffer(0)) });
+const host = { getWidget: async () => ({ exports }) };
+const el = document.getElementById("root");
+widget.render({ model, el, host });
+window.__bench = { model, updates, sizes };
+</script></body></html>
+"""
+
+MEASURE_JS = """
+async () => {
+  const { model, updates, sizes } = window.__bench;
+  const frame = () => new Promise((r) => requestAnimationFrame(() => r()));
+  const legend = () => document.querySelector(".gw-legend");
+  const times = [];
+  let off = 0;
+  for (const size of sizes) {
+    const view = new DataView(updates, off, size);
+    off += size;
+    const t0 = performance.now();
+    model.set("grad_stats", view);
+    await frame();
+    await frame();
+    times.push({ total: performance.now() - t0, restyle: Number(legend().dataset.restyleMs) });
+  }
+  const shapes = [...document.querySelectorAll("svg g.node")].length;
+  return { times, shapes };
+}
+"""
+
+
+def browser_restyle(n_updates: int) -> tuple[list[float], int, int] | str:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return "skipped: playwright not installed"
+    exe = os.environ.get("GRADWIDGET_CHROMIUM", "/usr/bin/chromium")
+    if exe != "bundled" and not Path(exe).exists():
+        return f"skipped: no Chromium at {exe}"
+    if not (STATIC / "widget.js").exists():
+        return "skipped: front-end not built (cd js && npm run build)"
+
+    loss, params = chain_graph(500)
+    w = gw.GradWidget(gw.capture(loss, params=params))
+    state = {k: getattr(w, k) for k in ("dot", "view_modules", "view_error", "nodes")}
+    state.update(modules=w.modules, saved_bytes=w.saved_bytes, selected="", expanded=[], depth=None)
+    state["loader"] = "IPY_MODEL_bench"
+    blobs = []
+    for i in range(n_updates):
+        loss, _ = chain_graph(500, seed=i + 1)  # same structure, new values: colors move
+        w.watch(loss)
+        loss.backward()
+        blobs.append(bytes(w.grad_stats))
+    w.unwatch()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "static").symlink_to(STATIC)
+        (root / "index.html").write_text(PAGE)
+        (root / "state.json").write_text(json.dumps(state))
+        (root / "updates.bin").write_bytes(b"".join(blobs))
+        (root / "sizes.json").write_text(json.dumps([len(b) for b in blobs]))
+        handler = partial(_QuietHandler, directory=str(root))
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            with sync_playwright() as pw:
+                kw = {"headless": True, "args": _chromium_args()}
+                if exe != "bundled":
+                    kw["executable_path"] = exe
+                browser = pw.chromium.launch(**kw)
+                try:
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    errors: list[str] = []
+                    page.on("pageerror", lambda e: errors.append(str(e)))
+                    page.goto(f"http://127.0.0.1:{httpd.server_port}/index.html")
+                    page.wait_for_selector("svg g.node", timeout=60_000)
+                    res = page.evaluate(MEASURE_JS)
+                    if errors:
+                        return "failed: " + "; ".join(errors)
+                finally:
+                    browser.close()
+        finally:
+            httpd.shutdown()
+            thread.join()
+    restyle = [t["restyle"] for t in res["times"]][1:]  # first: cold (JIT)
+    return restyle, res["shapes"], len(w.graph)
+
+
+def _chromium_args() -> list[str]:
+    return [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript"}
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+# ---- main ----------------------------------------------------------------------------------
+def main() -> int:
+    torch.set_num_threads(1)
+    pairs = 3 if QUICK else 7
+    steps = 1000 if QUICK else 2000
+    bare = Loop()
+    bare.run(200)  # warm-up
+
+    cases = [
+        (
+            "gradwidget watch() (default, every param + intermediate)",
+            Loop(setup=watched_setup),
+            steps,
+            BUDGET,
+        ),
+        (
+            "TensorBoard add_histogram, every 10 steps",
+            Loop(tensorboard_every(10), tensorboard_setup),
+            steps // 2,
+            None,
+        ),
+        (
+            "TensorBoard add_histogram, every step",
+            Loop(tensorboard_every(1), tensorboard_setup),
+            60,
+            None,
+        ),
+        (
+            "livelossplot send every 10 steps",
+            Loop(livelossplot_every(10), livelossplot_setup),
+            60,
+            None,
+        ),
+    ]
+    print(f"## Live gradients: cost of watching the tiny MLP (budget <= {BUDGET:.2f}x, CPU time)\n")
+    header = ["variant", "bare us/step", "variant us/step", "ratio (median)", "ratios", "budget"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    ok = True
+    for title, loop, n, budget in cases:
+        loop.run(min(n, 50))  # warm-up
+        rs, tb, tv = [], [], []
+        for i in range(pairs):
+            if i % 2 == 0:
+                v, b = loop.run(n), bare.run(steps)
+            else:
+                b, v = bare.run(steps), loop.run(n)
+            rs.append(v / b)
+            tb.append(b)
+            tv.append(v)
+        med = statistics.median(rs)
+        verdict = "-"
+        if budget is not None:
+            verdict = "ok" if med <= budget else "OVER"
+            ok &= med <= budget
+        print(
+            f"| {title} | {statistics.median(tb) * 1e6:.0f} | {statistics.median(tv) * 1e6:.0f} "
+            f"| {med:.3f}x | {', '.join(f'{r:.2f}' for r in rs)} | {verdict} |",
+            flush=True,
+        )
+        if hasattr(loop, "widget"):
+            wt = loop.widget.watcher
+            print(
+                f"\n(watched loop: {wt.samples} samples over {wt.steps} steps, "
+                f"{len(loop.widget.stats())} nodes per sample)\n"
+            )
+            loop.widget.unwatch()
+
+    print("\n## Bytes per stats update (_wire.encode_stats)\n")
+    print("| graph | nodes with stats | bytes per update |")
+    print("|---|---|---|")
+    for name, (nbytes, nodes) in update_bytes().items():
+        print(f"| {name} | {nodes} | {nbytes:,} |")
+
+    print(f"\n## Browser restyle per update, 500-node graph (goal <= {RESTYLE_GOAL_MS:.0f} ms)\n")
+    res = browser_restyle(8 if QUICK else 30)
+    if isinstance(res, str):
+        print(res)
+    else:
+        times, shapes, nodes = res
+        med, worst = statistics.median(times), max(times)
+        good = med <= RESTYLE_GOAL_MS
+        ok &= good
+        print("| graph nodes | SVG nodes | updates | median ms | max ms | goal |")
+        print("|---|---|---|---|---|---|")
+        print(
+            f"| {nodes} | {shapes} | {len(times)} | {med:.2f} | {worst:.2f} | "
+            f"{'ok' if good else 'OVER'} |"
+        )
+        print(
+            "\nms = performance.now() around building the style map and ctx.setNodeStyles "
+            "(decode excluded; it runs on message arrival), per update after the first."
+        )
+    if not ok:
+        print("\nFAIL: a budget was missed.")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,624 @@
+"""Live gradients: hooks on leaves and autograd nodes, on-device stats, wall-clock throttle.
+
+Cost model
+----------
+Hooks are not free (a no-op hook on each parameter and module cost 1.13x on a tiny MLP), so
+the watcher instruments per *sample*, not per step:
+
+* Per step, the only Python that runs is one forward hook on the root module (or, when
+  watching plain tensors, one post-accumulate hook per leaf) doing a wall-clock check.
+* When a sample is due (every ``every`` seconds, default 0.15 s, and always on the first
+  step of a run), that step's autograd graph is walked with :func:`gradwidget._capture.walk`
+  -- the same deterministic order the widget's Graph was built in -- and a pre-hook is put
+  on each op node of *that graph only*. The graph dies after backward and its hooks with it.
+* At the end of that backward (``queue_callback``), statistics of every collected gradient
+  and every leaf's ``.grad`` are reduced on the tensors' own device (norm, mean, std, min,
+  max, NaN/Inf count, 32-bin ``torch.histc`` over finite values, values when <= 64
+  elements) and handed to ``on_sample`` (the widget encodes and sends them).
+* For the accumulation lint, the step after a sample gets one pre-accumulate hook per
+  parameter, which checks whether ``.grad`` still holds a non-zero gradient although the
+  optimizer changed the weights since (``Tensor._version``); then those hooks go away.
+
+Integration with training runs (issue 5)
+----------------------------------------
+A training runner holding a :class:`Watcher` calls:
+
+``begin_run()``
+    Before the first step: the first step of the run is sampled, lints reset.
+``sample_next()``
+    Before a step that must be sampled whatever the clock says (e.g. the last step).
+``end_run()``
+    After the last step: flushes the leaves' current ``.grad`` if the last step was not
+    sampled, and removes the one-step lint probes. Hooks stay until :meth:`remove`.
+``step(*outputs)``
+    The per-step cheap path when no module forward hook can see the step (plain tensors):
+    pass the step's outputs (e.g. the loss) *before* ``backward()``; costs one clock check
+    unless a sample is due.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+
+from . import _lint
+from ._capture import _ACCUMULATE, _names_in_frame, op_name, user_frame, walk
+from ._graph import Graph
+
+#: Histogram bins per tensor.
+HIST_BINS = 32
+#: Tensors with at most this many elements also send their values (micrograd's data | grad).
+SMALL = 64
+#: Default minimum seconds between two samples.
+DEFAULT_EVERY = 0.15
+
+
+def _engine_callback(fn: Callable[[], None]) -> bool:
+    """Run ``fn`` when the current backward finishes; False outside backward."""
+    try:
+        torch.autograd.Variable._execution_engine.queue_callback(fn)
+    except RuntimeError:
+        return False
+    return True
+
+
+# ---- statistics ---------------------------------------------------------------------------
+def _as_float(t: torch.Tensor) -> torch.Tensor:
+    x = t.detach().reshape(-1)
+    if x.is_complex():
+        x = x.abs()
+    if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    return x
+
+
+def _moments(x: torch.Tensor) -> torch.Tensor:
+    """[mean, std, L2 norm, L1 norm, min, max] of a non-empty flat tensor: 5 torch ops."""
+    if x.numel() > 1:
+        std, mean = torch.std_mean(x)
+    else:  # std of one value is NaN with a warning in torch: report 0
+        std, mean = x.new_zeros(()), x[0]
+    lo, hi = torch.aminmax(x)
+    return torch.stack(
+        [mean, std, torch.linalg.vector_norm(x), torch.linalg.vector_norm(x, 1), lo, hi]
+    )
+
+
+def tensor_stats(tensors: list[torch.Tensor]) -> list[dict[str, Any]]:
+    """Statistics of each tensor, reduced on its own device.
+
+    Returns, per tensor, plain Python numbers: ``norm``, ``mean``, ``std`` (0 for a single
+    value), ``min``, ``max``, ``absmean`` and the 32-bin ``hist`` (``torch.histc`` over
+    [min, max]), all over the *finite* values, plus ``nonfinite`` (count of NaN/Inf),
+    ``numel`` and ``values`` (a flat list when the tensor has at most 64 elements, else
+    None). About seven torch ops per tensor and two host syncs per device in all; NaN/Inf
+    (seen as a non-finite mean) costs a second pass over that tensor only.
+    """
+    flat = [_as_float(t) for t in tensors]
+    empty = torch.full((6,), math.nan)
+    rows = _host([_moments(x) if x.numel() else empty.to(x.device) for x in flat])
+    nonfinite = [0] * len(flat)
+    for i, (x, row) in enumerate(zip(flat, rows, strict=True)):
+        if x.numel() and not all(math.isfinite(v) for v in row):
+            fin = x[torch.isfinite(x)]
+            nonfinite[i] = x.numel() - fin.numel()
+            rows[i] = _moments(fin).tolist() if fin.numel() else [math.nan] * 6
+    hists = []
+    for x, row in zip(flat, rows, strict=True):
+        lo, hi = row[4], row[5]
+        if not math.isfinite(lo):
+            hists.append(torch.zeros(HIST_BINS, device=x.device))
+            continue
+        if lo == hi:  # what histc does with an empty range
+            lo, hi = lo - 1, hi + 1
+        # histc ignores NaN and values outside [lo, hi] (the infinities).
+        hists.append(torch.histc(x, bins=HIST_BINS, min=lo, max=hi))
+    hists = _host(hists)
+    out = []
+    for x, row, nf, hist in zip(flat, rows, nonfinite, hists, strict=True):
+        n = x.numel() - nf
+        mean, std, norm, l1, lo, hi = row
+        out.append(
+            {
+                "norm": norm,
+                "mean": mean,
+                "std": std,
+                "min": lo,
+                "max": hi,
+                "absmean": l1 / n if n else math.nan,
+                "hist": hist,
+                "nonfinite": nf,
+                "numel": x.numel(),
+                "values": x.tolist() if x.numel() <= SMALL else None,
+            }
+        )
+    return out
+
+
+def _host(items: list[torch.Tensor]) -> list[Any]:
+    """``tolist()`` of same-shape tensors with one device-to-host copy per device."""
+    by_dev: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(items):
+        by_dev.setdefault(t.device, []).append(i)
+    out: list[Any] = [None] * len(items)
+    for idx in by_dev.values():
+        host = torch.stack([items[i] for i in idx]).double().tolist()
+        for i, v in zip(idx, host, strict=True):
+            out[i] = v
+    return out
+
+
+# ---- mapping a step's graph onto the drawn Graph -------------------------------------------
+def _key(fn: Any) -> str:
+    return op_name(fn)
+
+
+def align(step_keys: list[str], graph_keys: list[str]) -> list[int | None]:
+    """Index into ``graph_keys`` for each of ``step_keys`` (None where unmatched).
+
+    Identical sequences map one to one. Otherwise (e.g. the widget drew the loss and the
+    step is the module's output) the step's nodes are matched in order as a subsequence.
+    """
+    if step_keys == graph_keys:
+        return list(range(len(step_keys)))
+    out: list[int | None] = []
+    j = 0
+    for key in step_keys:
+        k = j
+        while k < len(graph_keys) and graph_keys[k] != key:
+            k += 1
+        if k < len(graph_keys):
+            out.append(k)
+            j = k + 1
+        else:
+            out.append(None)
+    return out
+
+
+def _shape(t: torch.Tensor) -> list[int]:
+    return list(t.shape)
+
+
+class Watcher:
+    """Watches gradients of a module (or of tensors) for a widget's Graph.
+
+    Parameters
+    ----------
+    graph : Graph
+        The drawn graph; statistics are keyed by its node ids.
+    target : torch.nn.Module, tensor, sequence or mapping of tensors
+        What to watch. A module: every parameter and every intermediate of each forward
+        (one forward hook on it). Tensors: leaves are watched across steps; a non-leaf
+        tensor (e.g. a loss before ``backward()``) has its graph watched for its backward.
+    every : float
+        Minimum seconds between two samples.
+    on_sample : callable, optional
+        ``on_sample(watcher, changed_ids)`` after each sample, on the training thread.
+    lint : LintConfig, optional
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        target: Any,
+        *,
+        every: float = DEFAULT_EVERY,
+        on_sample: Callable[[Watcher, list[str]], None] | None = None,
+        lint: _lint.LintConfig | None = None,
+        names: Mapping[int, str] | None = None,
+    ):
+        if not isinstance(every, (int, float)) or isinstance(every, bool) or every < 0:
+            raise ValueError(f"every must be a number of seconds >= 0, got {every!r}.")
+        self.graph = graph
+        self.every = float(every)
+        self.on_sample = on_sample
+        self.lint_config = lint or _lint.LintConfig()
+        self.module: torch.nn.Module | None = None
+        self.leaves: list[torch.Tensor] = []
+        self._pending_roots: list[torch.Tensor] = []
+        self._leaf_name: dict[int, str] = {}
+        self._resolve(target, names)
+
+        seq = [n for n in graph.nodes if n.kind in ("leaf", "op")]
+        self._seq_ids = [n.id for n in seq]
+        self._seq_keys = ["AccumulateGrad" if n.kind == "leaf" else n.op for n in seq]
+        self._leaf_node = self._leaf_nodes()
+        self._index = {n.id: n.index for n in graph.nodes}
+        self._outputs = [n.id for n in graph.nodes if n.kind == "output"]
+
+        self._handles: list[Any] = []  # per-watch hooks, removed by remove()
+        self._sample_handles: list[Any] = []  # this sample's node hooks
+        self._probe_handles: list[Any] = []  # the one-step accumulation probe
+        self._last = -math.inf
+        self._force = True
+        self._sampling = False
+        self._grads: dict[str, torch.Tensor] = {}
+        self._data: dict[str, torch.Tensor] = {}
+        self._step_leaves: list[tuple[str, torch.Tensor]] = []
+        self._map_cache: tuple[list[str], list[str | None]] | None = None
+        self._probe: dict[int, tuple[str, int]] = {}
+        self._accum: dict[str, dict] = {}
+        self._trend = _lint.TrendLint(self.lint_config)
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.lints: list[dict] = []
+        self.steps = 0  # forwards (module) / backwards (tensors) seen
+        self.samples = 0
+        self.synced = True  # False when the step's graph did not match the drawn one
+        self.errors = 0
+        self._attach()
+
+    # ---- setup ----------------------------------------------------------------------------
+    def _resolve(self, target: Any, names: Mapping[int, str] | None) -> None:
+        if isinstance(target, torch.nn.Module):
+            self.module = target
+            for n, p in target.named_parameters():
+                self._leaf_name[id(p)] = n
+            return
+        if isinstance(target, torch.Tensor):
+            items: list[tuple[str | None, torch.Tensor]] = [(None, target)]
+        elif isinstance(target, Mapping):
+            items = [(str(k), v) for k, v in target.items()]
+        elif isinstance(target, Iterable) and not isinstance(target, (str, bytes)):
+            items = [(None, v) for v in target]
+        else:
+            raise TypeError(
+                "watch() needs an nn.Module, a tensor, or a list/dict of tensors; "
+                f"got {type(target).__name__}."
+            )
+        if not items:
+            raise ValueError("watch() got nothing to watch: pass a module or some tensors.")
+        for i, (_, t) in enumerate(items):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"Item {i} to watch is a {type(t).__name__}, not a tensor.")
+            if not t.requires_grad:
+                raise ValueError(
+                    f"Tensor {i} to watch (shape {tuple(t.shape)}) does not require grad, so "
+                    "it never gets a gradient. Set requires_grad=True on it."
+                )
+        given = dict(names or {})
+        for name, t in items:
+            if name is not None:
+                given[id(t)] = name
+        for _, t in items:
+            if t.grad_fn is None:
+                self.leaves.append(t)
+                if id(t) in given:
+                    self._leaf_name[id(t)] = given[id(t)]
+            else:
+                self._pending_roots.append(t)
+
+    def _leaf_nodes(self) -> dict[int, str]:
+        """Leaf tensor id -> node id, by parameter/variable name (robust to re-ordering)."""
+        by_name = {n.name: n.id for n in self.graph.nodes if n.kind == "leaf" and n.name}
+        out = {}
+        for tid, name in self._leaf_name.items():
+            nid = by_name.get(name)
+            out[tid] = nid if nid is not None else f"leaf:{name}"
+        return out
+
+    def _attach(self) -> None:
+        if self.module is not None:
+            self._handles.append(self.module.register_forward_hook(self._on_forward))
+        for t in self.leaves:
+            self._handles.append(t.register_post_accumulate_grad_hook(self._on_leaf))
+        if self._pending_roots:
+            self._arm(self._pending_roots, forced=True)
+
+    @property
+    def hook_count(self) -> int:
+        """Hooks this watcher holds right now (per-watch, per-sample and probes)."""
+        return len(self._handles) + len(self._sample_handles) + len(self._probe_handles)
+
+    def remove(self) -> None:
+        """Remove every hook. Idempotent."""
+        for h in self._handles + self._sample_handles + self._probe_handles:
+            h.remove()
+        self._handles, self._sample_handles, self._probe_handles = [], [], []
+        self._grads.clear()
+        self._data.clear()
+        self._sampling = False
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        what = type(self.module).__name__ if self.module is not None else "tensors"
+        state = "watching" if self._handles else "stopped"
+        return (
+            f"<gradwidget.Watcher {what}: {state}, every {self.every * 1000:.0f} ms, "
+            f"{self.samples} samples, {len(self.lints)} lint>"
+        )
+
+    # ---- run protocol (for the training runner) ----------------------------------------
+    def begin_run(self) -> None:
+        """A run starts: sample its first step, forget lints of earlier runs."""
+        self._force = True
+        self._trend = _lint.TrendLint(self.lint_config)
+        self._accum.clear()
+
+    def sample_next(self) -> None:
+        """Sample the next step whatever the clock says."""
+        self._force = True
+
+    def end_run(self) -> None:
+        """A run ended: flush the leaves' current ``.grad`` unless the last step was sampled."""
+        for h in self._probe_handles:
+            h.remove()
+        self._probe_handles = []
+        if self._sampling or self._force:
+            return
+        leaves = [(self._leaf_id(t), t) for t in self._all_leaves()]
+        self._grads = {nid: t.grad for nid, t in leaves if t.grad is not None}
+        self._step_leaves = leaves
+        if self._grads:
+            self._finish(probe=False)
+
+    def step(self, *outputs: torch.Tensor) -> None:
+        """Per-step cheap path for a loop the watcher cannot see: outputs before backward."""
+        self.steps += 1
+        if self._force or time.perf_counter() - self._last >= self.every:
+            self._arm([t for t in outputs if isinstance(t, torch.Tensor)], forced=self._force)
+
+    # ---- the per-step path ----------------------------------------------------------------
+    def _on_forward(self, module: Any, args: Any, out: Any) -> None:
+        self.steps += 1
+        if self._force or time.perf_counter() - self._last >= self.every:
+            try:
+                self._arm(_tensors_in(out), forced=self._force)
+            except Exception as err:  # never break the user's training
+                self._internal_error(err)
+
+    def _on_leaf(self, t: torch.Tensor) -> None:
+        if self._sampling:
+            return
+        self.steps += 1
+        if not (self._force or time.perf_counter() - self._last >= self.every):
+            return
+        try:
+            if not _engine_callback(self._finish_safe):
+                return
+            self._last = time.perf_counter()
+            self._force = False
+            self._sampling = True
+            self._grads = {}
+            self._data = {}
+            self._step_leaves = [(self._leaf_id(x), x) for x in self.leaves]
+        except Exception as err:
+            self._internal_error(err)
+
+    # ---- one sample -------------------------------------------------------------------------
+    def _leaf_id(self, t: torch.Tensor) -> str:
+        nid = self._leaf_node.get(id(t))
+        if nid is None:
+            nid = f"leaf#{id(t)}"
+        return nid
+
+    def _all_leaves(self) -> list[torch.Tensor]:
+        if self.module is not None:
+            return [p for p in self.module.parameters() if p.requires_grad]
+        return list(self.leaves)
+
+    def _map(self, order: list[Any]) -> list[str | None]:
+        keys = [_key(fn) for fn in order]
+        if self._map_cache is not None and self._map_cache[0] == keys:
+            ids = self._map_cache[1]
+        else:
+            idx = align(keys, self._seq_keys)
+            ids = [None if i is None else self._seq_ids[i] for i in idx]
+            self._map_cache = (keys, ids)
+            self.synced = all(i is not None for i in idx)
+        # Leaves by identity beat position: a parameter keeps its node whatever the order.
+        return [
+            self._leaf_node.get(id(fn.variable), nid) if k == "AccumulateGrad" else nid
+            for fn, k, nid in zip(order, keys, ids, strict=True)
+        ]
+
+    def _arm(self, outputs: list[torch.Tensor], forced: bool) -> None:
+        roots = [t for t in outputs if t.grad_fn is not None]
+        if not roots:
+            return  # e.g. an eval forward under no_grad: wait for a real step
+        for h in self._sample_handles:
+            h.remove()
+        self._sample_handles = []
+        self._last = time.perf_counter()
+        self._force = False
+        self._grads = {}
+        self._data = {}
+        order = walk(t.grad_fn for t in roots)
+        ids = self._map(order)
+        leaves: list[tuple[str, torch.Tensor]] = []
+        fn_ids: dict[Any, str] = {}
+        for fn, nid in zip(order, ids, strict=True):
+            if fn.name() == _ACCUMULATE:
+                t = fn.variable
+                leaves.append((nid or self._leaf_id(t), t))
+                continue
+            if nid is None:
+                continue
+            fn_ids[fn] = nid
+            self._sample_handles.append(fn.register_prehook(self._collector(nid)))
+        # Output nodes show the gradient w.r.t. the forward's outputs.
+        for out_id, t in zip(self._outputs, roots, strict=False):
+            self._data[out_id] = t.detach()
+            if t.grad_fn in fn_ids:
+                self._sample_handles.append(
+                    t.grad_fn.register_prehook(self._collector(out_id, t.output_nr))
+                )
+        if self.module is not None:
+            in_graph = {id(t) for _, t in leaves}
+            leaves += [(self._leaf_id(p), p) for p in self._all_leaves() if id(p) not in in_graph]
+        self._step_leaves = leaves
+
+    def _collector(self, nid: str, slot: int = 0) -> Callable[[tuple], None]:
+        def collect(grad_outputs: tuple) -> None:
+            try:
+                if not self._sampling:
+                    if not _engine_callback(self._finish_safe):
+                        return
+                    self._sampling = True
+                g = grad_outputs[slot] if slot < len(grad_outputs) else None
+                if g is not None:
+                    self._grads[nid] = g.detach()
+            except Exception as err:
+                self._internal_error(err)
+
+        return collect
+
+    def _finish_safe(self) -> None:
+        try:
+            self._finish()
+        except Exception as err:
+            self._internal_error(err)
+
+    def _finish(self, probe: bool = True) -> None:
+        """End of a sampled backward: reduce, lint, hand over."""
+        self._sampling = False
+        for h in self._sample_handles:
+            h.remove()
+        self._sample_handles = []
+        missing: list[tuple[str, torch.Tensor]] = []
+        params: dict[str, torch.Tensor] = {}
+        for nid, t in self._step_leaves:
+            if t.grad is None:
+                if t.requires_grad:
+                    missing.append((nid, t))
+                continue
+            self._grads[nid] = t.grad
+            self._data[nid] = t.detach()
+            params[nid] = t
+        ids = list(self._grads)
+        computed = tensor_stats([self._grads[i] for i in ids])
+        norms = [torch.linalg.vector_norm(p.detach().float()) for p in params.values()]
+        weight_norms = dict(zip(params, _host(norms), strict=True)) if params else {}
+        new: dict[str, dict[str, Any]] = {}
+        for nid, s in zip(ids, computed, strict=True):
+            s.update(self._describe(nid, self._grads[nid]))
+            data = self._data.get(nid)
+            s["data"] = (
+                data.reshape(-1).tolist() if data is not None and data.numel() <= SMALL else None
+            )
+            if nid in weight_norms:
+                s["weight_norm"] = weight_norms[nid]
+            new[nid] = s
+        self._grads = {}
+        self._data = {}
+        self.latest.update(new)
+        self.samples += 1
+
+        lints = _lint.nonfinite(new)
+        lints += [_lint.no_grad(nid, self._name_of(nid, t)) for nid, t in missing]
+        lints += list(self._accum.values())
+        lints += self._trend(new)
+        self.lints = lints
+        if probe:
+            self._arm_probe(params)
+        if self.on_sample is not None:
+            self.on_sample(self, ids)
+
+    def _name_of(self, nid: str, t: torch.Tensor) -> str:
+        if nid in self.graph:
+            n = self.graph[nid]
+            return n.name or n.label.split("\n", 1)[0]
+        return self._leaf_name.get(id(t), nid)
+
+    def _describe(self, nid: str, g: torch.Tensor) -> dict[str, Any]:
+        if nid in self.graph:
+            n = self.graph[nid]
+            name = n.name or n.label.split("\n", 1)[0]
+            return {
+                "name": name,
+                "kind": n.kind,
+                "op": n.op,
+                "index": n.index,
+                "shape": list(g.shape),
+                "module": n.module,
+            }
+        return {
+            "name": nid.removeprefix("leaf:"),
+            "kind": "leaf",
+            "op": None,
+            "index": -1,
+            "shape": list(g.shape),
+            "module": None,
+        }
+
+    # ---- accumulation probe --------------------------------------------------------------
+    def _arm_probe(self, params: dict[str, torch.Tensor]) -> None:
+        """Hook the next backward's accumulation into each parameter that has a gradient."""
+        for h in self._probe_handles:
+            h.remove()
+        handles: list[Any] = []
+        queued = [False]
+
+        def end() -> None:
+            for h in handles:
+                h.remove()
+            handles.clear()
+
+        for nid, p in params.items():
+            if p.grad_fn is not None or not p.requires_grad:
+                continue
+            handles.append(p.register_hook(self._prober(nid, p, p._version, end, queued)))
+        self._probe_handles = handles
+
+    def _prober(self, nid: str, p: torch.Tensor, version: int, end: Callable, queued: list):
+        def probe(incoming: torch.Tensor) -> None:
+            try:
+                if not queued[0]:
+                    queued[0] = _engine_callback(end)
+                prev = p.grad
+                if prev is None or p._version == version:
+                    # Zeroed (set_to_none=True), or no optimizer step since the sample:
+                    # accumulating over micro-batches on purpose is not a bug.
+                    self._accum.pop(nid, None)
+                    return
+                before = float(torch.linalg.vector_norm(prev.detach().float()))
+                if before > 0:
+                    added = float(torch.linalg.vector_norm(incoming.detach().float()))
+                    name = self._name_of(nid, p)
+                    self._accum[nid] = _lint.accumulating(nid, name, before, added)
+                else:  # zero_grad(set_to_none=False)
+                    self._accum.pop(nid, None)
+            except Exception as err:
+                self._internal_error(err)
+
+        return probe
+
+    # ---- errors -----------------------------------------------------------------------------
+    def _internal_error(self, err: BaseException) -> None:
+        self.errors += 1
+        if self.errors <= 3:
+            warnings.warn(
+                f"gradwidget could not sample gradients ({type(err).__name__}: {err}); "
+                "training is not affected.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+def _tensors_in(out: Any) -> list[torch.Tensor]:
+    """Tensors of a forward's output (a tensor, or a tuple/list/dict of them), in order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [t for t in out if isinstance(t, torch.Tensor)]
+    return []
+
+
+def caller_names(tensors: Iterable[Any]) -> dict[int, str]:
+    """Names the user's variables give ``tensors`` (for watch([w, b]))."""
+    ts = [t for t in tensors if isinstance(t, torch.Tensor)]
+    with contextlib.suppress(Exception):
+        return _names_in_frame(user_frame(), ts)
+    return {}

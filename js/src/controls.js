@@ -1,0 +1,278 @@
+// Training controls: lr (log slider + typeable value), optimizer and its settings, schedule,
+// step count, run/pause/step/stop/reset/clear/lr-find buttons, progress bar, output area.
+// Every control only sets synced traits or sends {type: "train", action} to the kernel:
+// the runner (gradwidget/_train.py) owns all behaviour.
+
+const LR_MIN_EXP = -5;
+const LR_MAX_EXP = 1;
+
+/** Setting name -> label and input kind, for the settings that apply per optimizer. */
+const SETTING_UI = {
+  momentum: { label: "momentum", step: "0.05", min: "0", max: "0.999" },
+  nesterov: { label: "Nesterov", bool: true },
+  beta1: { label: "β1", step: "0.01", min: "0", max: "0.9999" },
+  beta2: { label: "β2", step: "0.001", min: "0", max: "0.99999" },
+  alpha: { label: "α", step: "0.01", min: "0", max: "0.9999" },
+  weight_decay: { label: "weight decay", step: "0.001", min: "0" },
+};
+
+const SCHEDULE_LABELS = {
+  constant: "constant",
+  step: "step decay",
+  exponential: "exponential",
+  cosine: "cosine annealing",
+  onecycle: "one-cycle",
+};
+
+/**
+ * A learning rate as short text: 0.01, 0.3, 3e-5.
+ * @param {number} v
+ */
+export function formatLr(v) {
+  if (!Number.isFinite(v)) return String(v);
+  if (v >= 1e-3 && v < 1e4) return String(Number(v.toPrecision(3)));
+  return v.toExponential(1).replace(".0e", "e");
+}
+
+/** @param {number} s seconds */
+function formatDuration(s) {
+  if (s == null || !Number.isFinite(s)) return "–";
+  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
+  const m = Math.floor(s / 60);
+  return `${m} min ${Math.round(s - 60 * m)} s`;
+}
+
+/**
+ * @param {string} tag
+ * @param {Record<string, any>} [props]
+ * @param {(Node|string)[]} [children]
+ */
+function h(tag, props = {}, children = []) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") el.className = v;
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (k in el) el[k] = v;
+    else el.setAttribute(k, v);
+  }
+  el.append(...children);
+  return el;
+}
+
+/**
+ * Mount the controls, progress bar and output area into ctx.panels.bottom.
+ * @param {{model: any, el: HTMLElement, ctx: any}} args
+ * @returns {() => void} cleanup
+ */
+export function mountControls({ model, ctx }) {
+  const send = (action) => model.send({ type: "train", action });
+  const commit = (name, value) => {
+    model.set(name, value);
+    model.save_changes();
+  };
+
+  // -- learning rate: a log10 range input plus a typeable field --
+  const slider = h("input", {
+    type: "range",
+    class: "gw-lr-slider",
+    min: String(LR_MIN_EXP),
+    max: String(LR_MAX_EXP),
+    step: "0.01",
+    title: "learning rate (log scale)",
+    "aria-label": "learning rate (log scale)",
+  });
+  const lrText = h("input", {
+    type: "text",
+    class: "gw-lr-value",
+    size: 7,
+    title: "learning rate: type a value and press Enter",
+    "aria-label": "learning rate",
+  });
+  const showLr = () => {
+    const lr = model.get("lr");
+    slider.value = String(Math.log10(lr));
+    if (document.activeElement !== lrText) lrText.value = formatLr(lr);
+    lrText.classList.remove("gw-invalid");
+  };
+  slider.addEventListener("input", () => (lrText.value = formatLr(10 ** Number(slider.value))));
+  slider.addEventListener("change", () => commit("lr", Number((10 ** Number(slider.value)).toPrecision(4))));
+  const typed = () => {
+    const v = Number(lrText.value.trim());
+    if (!(v > 0) || !Number.isFinite(v)) {
+      lrText.classList.add("gw-invalid");
+      return;
+    }
+    lrText.classList.remove("gw-invalid");
+    if (v !== model.get("lr")) commit("lr", v);
+  };
+  lrText.addEventListener("change", typed);
+  lrText.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") typed();
+  });
+
+  // -- optimizer and its settings --
+  const optSelect = h("select", { class: "gw-optimizer", "aria-label": "optimizer" });
+  const settingsBox = h("span", { class: "gw-opt-settings" });
+  const drawOptimizers = () => {
+    const names = Object.keys(model.get("optimizer_defaults") || {});
+    optSelect.replaceChildren(...names.map((n) => h("option", { value: n, textContent: n })));
+    optSelect.value = model.get("optimizer");
+  };
+  optSelect.addEventListener("change", () => commit("optimizer", optSelect.value));
+  const drawSettings = () => {
+    const defaults = (model.get("optimizer_defaults") || {})[model.get("optimizer")] || {};
+    const overrides = model.get("optimizer_settings") || {};
+    const items = [];
+    for (const [key, def] of Object.entries(defaults)) {
+      const ui = SETTING_UI[key] || { label: key };
+      const value = key in overrides ? overrides[key] : def;
+      const input = ui.bool
+        ? h("input", { type: "checkbox", checked: Boolean(value) })
+        : h("input", { type: "number", value: String(value), step: ui.step || "any", min: ui.min ?? "", max: ui.max ?? "", class: "gw-num" });
+      input.dataset.setting = key;
+      input.addEventListener("change", () => {
+        const v = ui.bool ? input.checked : Number(input.value);
+        if (!ui.bool && !Number.isFinite(v)) return;
+        commit("optimizer_settings", { ...(model.get("optimizer_settings") || {}), [key]: v });
+      });
+      items.push(h("label", { class: "gw-setting" }, [ui.label, input]));
+    }
+    settingsBox.replaceChildren(...items);
+  };
+
+  // -- schedule, steps, live --
+  const schedSelect = h(
+    "select",
+    { class: "gw-schedule", "aria-label": "learning-rate schedule" },
+    Object.entries(SCHEDULE_LABELS).map(([v, t]) => h("option", { value: v, textContent: t })),
+  );
+  schedSelect.addEventListener("change", () => commit("schedule", schedSelect.value));
+  const stepsInput = h("input", { type: "number", min: "1", step: "1", class: "gw-steps gw-num", "aria-label": "steps" });
+  stepsInput.addEventListener("change", () => {
+    const n = Math.round(Number(stepsInput.value));
+    if (n >= 1) commit("total_steps", n);
+  });
+  const live = h("input", { type: "checkbox", class: "gw-live" });
+  live.addEventListener("change", () => commit("live", live.checked));
+
+  // -- buttons --
+  const button = (label, action, title) => {
+    const b = h("button", { type: "button", class: "gw-btn", textContent: label, title });
+    b.dataset.action = action;
+    b.addEventListener("click", () => send(b.dataset.action));
+    return b;
+  };
+  const runBtn = button("▶ run", "run", "rerun training from the starting weights");
+  const pauseBtn = button("⏸ pause", "pause", "pause / resume the run");
+  const stepBtn = button("⏭ step", "step", "one training step");
+  const stopBtn = button("■ stop", "stop", "stop the run");
+  const resetBtn = button("↺ reset", "reset", "stop and restore the starting weights");
+  const clearBtn = button("clear", "clear", "forget finished runs");
+  const findBtn = button("lr find", "lr_find", "learning-rate range test (model restored afterwards)");
+
+  // -- progress --
+  const bar = h("progress", { class: "gw-progress", max: 1, value: 0 });
+  const progressText = h("span", { class: "gw-progress-text" });
+  const stateBadge = h("span", { class: "gw-train-state" });
+
+  // -- output area (rerun prints, warnings, tracebacks) --
+  const output = h("div", { class: "gw-train-output" });
+
+  const row1 = h("div", { class: "gw-controls-row" }, [
+    h("label", { class: "gw-field" }, ["lr ", slider, lrText]),
+    h("label", { class: "gw-field" }, ["optimizer ", optSelect]),
+    settingsBox,
+  ]);
+  const row2 = h("div", { class: "gw-controls-row" }, [
+    h("label", { class: "gw-field" }, ["schedule ", schedSelect]),
+    h("label", { class: "gw-field" }, ["steps ", stepsInput]),
+    h("label", { class: "gw-field", title: "change the lr of the running optimizer in place instead of restarting" }, [live, " live lr"]),
+    runBtn,
+    pauseBtn,
+    stepBtn,
+    stopBtn,
+    resetBtn,
+    clearBtn,
+    findBtn,
+  ]);
+  const row3 = h("div", { class: "gw-controls-row gw-progress-row" }, [stateBadge, bar, progressText]);
+  const box = h("div", { class: "gw-train" }, [row1, row2, row3, output]);
+  ctx.panels.bottom.appendChild(box);
+
+  const showState = () => {
+    const state = model.get("train_state");
+    stateBadge.textContent = state;
+    stateBadge.dataset.state = state;
+    box.dataset.state = state;
+    const busy = state === "running" || state === "paused" || state === "scheduled";
+    pauseBtn.textContent = state === "paused" ? "▶ resume" : "⏸ pause";
+    pauseBtn.dataset.action = state === "paused" ? "resume" : "pause";
+    pauseBtn.disabled = !busy;
+    stopBtn.disabled = !busy;
+  };
+  const showProgress = () => {
+    const p = model.get("progress") || {};
+    const total = p.total || 0;
+    bar.max = Math.max(total, 1);
+    bar.value = p.step || 0;
+    if (!total) {
+      progressText.textContent = "";
+      return;
+    }
+    const parts = [`step ${p.step}/${total}`];
+    if (p.rate) parts.push(`${p.rate.toFixed(p.rate < 10 ? 1 : 0)} steps/s`);
+    if (p.step < total && p.eta != null) parts.push(`${formatDuration(p.eta)} left`);
+    if (p.loss != null) parts.push(`loss ${Number(p.loss).toPrecision(4)}`);
+    if (p.kind === "lr_find") parts.unshift("lr find");
+    progressText.textContent = parts.join(" · ");
+  };
+  const showOutput = () => {
+    const outs = model.get("train_output") || [];
+    output.replaceChildren(
+      ...outs.map((o) => {
+        if (o.output_type === "error") {
+          return h("pre", { class: "gw-out-error", textContent: (o.traceback || []).join("\n") || `${o.ename}: ${o.evalue}` });
+        }
+        return h("pre", { class: o.name === "stderr" ? "gw-out-stderr" : "gw-out-stdout", textContent: o.text });
+      }),
+    );
+    output.hidden = outs.length === 0;
+    output.scrollTop = output.scrollHeight;
+  };
+  const showTrainable = () => (box.hidden = !model.get("trainable"));
+
+  const handlers = {
+    "change:lr": showLr,
+    "change:optimizer": () => {
+      optSelect.value = model.get("optimizer");
+      drawSettings();
+    },
+    "change:optimizer_settings": drawSettings,
+    "change:optimizer_defaults": () => {
+      drawOptimizers();
+      drawSettings();
+    },
+    "change:schedule": () => (schedSelect.value = model.get("schedule")),
+    "change:total_steps": () => (stepsInput.value = String(model.get("total_steps"))),
+    "change:live": () => (live.checked = model.get("live")),
+    "change:train_state": showState,
+    "change:progress": showProgress,
+    "change:train_output": showOutput,
+    "change:trainable": showTrainable,
+  };
+  for (const [ev, fn] of Object.entries(handlers)) model.on(ev, fn);
+  showLr();
+  drawOptimizers();
+  drawSettings();
+  schedSelect.value = model.get("schedule");
+  stepsInput.value = String(model.get("total_steps"));
+  live.checked = model.get("live");
+  showState();
+  showProgress();
+  showOutput();
+  showTrainable();
+  return () => {
+    for (const [ev, fn] of Object.entries(handlers)) model.off(ev, fn);
+    box.remove();
+  };
+}

@@ -1,0 +1,154 @@
+// Detail panel of the selected node: live histogram, norm sparkline, statistics, shape and
+// the actual values of small tensors (data | grad).
+import { drawHistogram, drawSparkline, fmt } from "./grad_plots.js";
+
+const STATS = [
+  ["norm", "‖grad‖"],
+  ["mean", "mean"],
+  ["std", "std"],
+  ["min", "min"],
+  ["max", "max"],
+  ["nonfinite", "NaN/Inf"],
+];
+
+/**
+ * Mount the detail panel (in the side slot) for the selected node.
+ * @param {{model: any, el: HTMLElement, ctx: any, store: import("./live.js").GradStore}} args
+ * @returns {() => void} cleanup
+ */
+export function mountDetail({ model, ctx, store }) {
+  const box = document.createElement("div");
+  box.className = "gw-detail";
+  box.hidden = true;
+  ctx.panels.side.appendChild(box);
+
+  const title = document.createElement("div");
+  title.className = "gw-panel-title";
+  const meta = document.createElement("div");
+  meta.className = "gw-detail-meta";
+  const table = document.createElement("table");
+  table.className = "gw-detail-stats";
+  const cells = {};
+  for (const [key, label] of STATS) {
+    const tr = document.createElement("tr");
+    const th = document.createElement("th");
+    th.textContent = label;
+    const td = document.createElement("td");
+    td.dataset.stat = key;
+    cells[key] = td;
+    tr.append(th, td);
+    table.appendChild(tr);
+  }
+  const histTitle = document.createElement("div");
+  histTitle.className = "gw-detail-sub";
+  histTitle.textContent = "gradient histogram";
+  const hist = document.createElement("canvas");
+  hist.className = "gw-hist";
+  const sparkTitle = document.createElement("div");
+  sparkTitle.className = "gw-detail-sub";
+  const spark = document.createElement("canvas");
+  spark.className = "gw-spark";
+  const values = document.createElement("div");
+  values.className = "gw-values";
+  const empty = document.createElement("div");
+  empty.className = "gw-message";
+  box.append(title, meta, empty, table, histTitle, hist, sparkTitle, spark, values);
+
+  let pending = false;
+  const row = () => {
+    const id = model.get("selected");
+    const r = ctx.nodeIndex?.get(id) ?? (model.get("nodes").id || []).indexOf(id);
+    return r >= 0 ? r : undefined;
+  };
+
+  const render = () => {
+    pending = false;
+    const sel = model.get("selected");
+    const r = row();
+    // Nothing to show until gradients are being watched.
+    box.hidden = !sel || r === undefined || store.updates === 0;
+    if (box.hidden) return;
+    const nodes = model.get("nodes");
+    const label = String(nodes.label?.[r] || sel).split("\n")[0];
+    title.textContent = nodes.name?.[r] || label;
+    const shape = nodes.shape?.[r];
+    meta.textContent = [
+      nodes.kind?.[r],
+      nodes.op?.[r],
+      shape ? `(${shape.join(", ")})` : null,
+      nodes.module?.[r] ? `in ${nodes.module[r]}` : null,
+    ]
+      .filter(Boolean)
+      .join(" · ");
+    const s = store.latest.get(r);
+    const has = Boolean(s);
+    empty.hidden = has;
+    empty.textContent = "No gradient sampled for this node yet.";
+    for (const el of [table, histTitle, hist, sparkTitle, spark, values]) el.hidden = !has;
+    if (!has) return;
+    for (const [key] of STATS) {
+      cells[key].textContent = key === "nonfinite" ? String(s.nonfinite) : fmt(s[key]);
+    }
+    cells.nonfinite.classList.toggle("gw-bad", s.nonfinite > 0);
+    const lo = s.min === s.max ? s.min - 1 : s.min;
+    const hi = s.min === s.max ? s.max + 1 : s.max;
+    drawHistogram(hist, s.hist, lo, hi);
+    const h = store.history.get(r) || [];
+    sparkTitle.textContent = `‖grad‖ over the last ${h.length} sample${h.length === 1 ? "" : "s"}`;
+    drawSparkline(spark, h);
+    renderValues(values, s);
+  };
+
+  const schedule = () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(render);
+  };
+  const off = store.subscribe((rows) => {
+    const r = row();
+    if (r !== undefined && rows.some((s) => s.row === r)) schedule();
+    else if (box.hidden && r !== undefined) schedule();
+  });
+  const offSelect = ctx.on("select", schedule);
+  model.on("change:selected", schedule);
+  schedule();
+  return () => {
+    off();
+    offSelect?.();
+    model.off("change:selected", schedule);
+    box.remove();
+  };
+}
+
+/**
+ * micrograd-style "data | grad" table for tensors of at most 64 elements.
+ * @param {HTMLElement} el
+ * @param {import("./live.js").NodeStats} s
+ */
+function renderValues(el, s) {
+  el.replaceChildren();
+  if (!s.values) {
+    el.hidden = true;
+    return;
+  }
+  const t = document.createElement("table");
+  t.className = "gw-values-table";
+  const head = document.createElement("tr");
+  for (const h of s.data ? ["#", "data", "grad"] : ["#", "grad"]) {
+    const th = document.createElement("th");
+    th.textContent = h;
+    head.appendChild(th);
+  }
+  t.appendChild(head);
+  for (let i = 0; i < s.values.length; i++) {
+    const tr = document.createElement("tr");
+    const cols = s.data ? [i, fmt(s.data[i]), fmt(s.values[i])] : [i, fmt(s.values[i])];
+    for (const v of cols) {
+      const td = document.createElement("td");
+      td.textContent = String(v);
+      tr.appendChild(td);
+    }
+    t.appendChild(tr);
+  }
+  el.appendChild(t);
+}

@@ -1,0 +1,250 @@
+// Small canvas plots of live gradients: histogram, norm sparkline, gradient flow.
+
+/**
+ * Size a canvas for the device pixel ratio and return its 2D context in CSS pixels.
+ * @param {HTMLCanvasElement} canvas
+ * @param {number} w CSS width
+ * @param {number} h CSS height
+ */
+function prepare(canvas, w, h) {
+  const dpr = window.devicePixelRatio || 1;
+  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+    canvas.width = Math.round(w * dpr);
+    canvas.height = Math.round(h * dpr);
+    canvas.style.width = `${w}px`;
+    canvas.style.height = `${h}px`;
+  }
+  const g = canvas.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  return g;
+}
+
+/** Theme colors read from CSS variables of the widget root. */
+function colors(el) {
+  const cs = getComputedStyle(el);
+  return {
+    fg: cs.getPropertyValue("--gw-fg").trim() || "#222",
+    muted: cs.getPropertyValue("--gw-muted").trim() || "#666",
+    accent: cs.getPropertyValue("--gw-accent").trim() || "#1976d2",
+    border: cs.getPropertyValue("--gw-border").trim() || "#ddd",
+  };
+}
+
+/**
+ * Histogram of gradient values: 32 counts over [lo, hi].
+ * @param {HTMLCanvasElement} canvas
+ * @param {ArrayLike<number>} hist
+ * @param {number} lo
+ * @param {number} hi
+ */
+export function drawHistogram(canvas, hist, lo, hi, w = 280, h = 90) {
+  const g = prepare(canvas, w, h);
+  const c = colors(canvas);
+  const pad = 14;
+  const max = Math.max(1, ...Array.from(hist));
+  const bw = (w - 2) / hist.length;
+  g.fillStyle = c.accent;
+  for (let i = 0; i < hist.length; i++) {
+    const bh = (hist[i] / max) * (h - pad - 2);
+    g.fillRect(1 + i * bw, h - pad - bh, Math.max(1, bw - 1), bh);
+  }
+  // Where zero falls, if inside the range.
+  if (lo < 0 && hi > 0) {
+    const x = 1 + ((0 - lo) / (hi - lo)) * (w - 2);
+    g.strokeStyle = c.muted;
+    g.setLineDash([2, 2]);
+    g.beginPath();
+    g.moveTo(x, 0);
+    g.lineTo(x, h - pad);
+    g.stroke();
+    g.setLineDash([]);
+  }
+  g.fillStyle = c.muted;
+  g.font = "10px sans-serif";
+  g.textBaseline = "bottom";
+  g.textAlign = "left";
+  g.fillText(fmtAxis(lo), 1, h);
+  g.textAlign = "right";
+  g.fillText(fmtAxis(hi), w - 1, h);
+}
+
+/**
+ * Sparkline of a node's gradient norm over samples (log scale when all positive).
+ * NaN samples are marked with a red tick.
+ * @param {HTMLCanvasElement} canvas
+ * @param {number[]} values
+ */
+export function drawSparkline(canvas, values, w = 280, h = 48) {
+  const g = prepare(canvas, w, h);
+  const c = colors(canvas);
+  const finite = values.filter((v) => Number.isFinite(v));
+  if (!finite.length) return;
+  const log = finite.every((v) => v > 0);
+  const tf = (v) => (log ? Math.log10(v) : v);
+  let lo = Math.min(...finite.map(tf));
+  let hi = Math.max(...finite.map(tf));
+  if (hi - lo < 1e-12) {
+    lo -= 0.5;
+    hi += 0.5;
+  }
+  const n = values.length;
+  const x = (i) => (n === 1 ? w / 2 : (i / (n - 1)) * (w - 4) + 2);
+  const y = (v) => h - 3 - ((tf(v) - lo) / (hi - lo)) * (h - 6);
+  g.strokeStyle = c.accent;
+  g.lineWidth = 1.5;
+  g.beginPath();
+  let open = false;
+  values.forEach((v, i) => {
+    if (!Number.isFinite(v)) {
+      open = false;
+      g.save();
+      g.strokeStyle = "#b00020";
+      g.moveTo(x(i), 0);
+      g.lineTo(x(i), h);
+      g.restore();
+      return;
+    }
+    if (open) g.lineTo(x(i), y(v));
+    else g.moveTo(x(i), y(v));
+    open = true;
+  });
+  g.stroke();
+  const last = values[n - 1];
+  if (Number.isFinite(last)) {
+    g.fillStyle = c.accent;
+    g.beginPath();
+    g.arc(x(n - 1), y(last), 2.5, 0, 2 * Math.PI);
+    g.fill();
+  }
+}
+
+/**
+ * Short number text for panels: 3 significant digits, exponent when tiny or huge.
+ * @param {number} v
+ */
+export function fmt(v) {
+  if (!Number.isFinite(v)) return String(v);
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  return a >= 1e4 || a < 1e-3 ? v.toExponential(2) : v.toPrecision(3);
+}
+
+/** @param {number} v */
+function fmtAxis(v) {
+  if (!Number.isFinite(v)) return String(v);
+  const a = Math.abs(v);
+  return a !== 0 && (a >= 1e4 || a < 1e-2) ? v.toExponential(1) : v.toPrecision(2);
+}
+
+/**
+ * Gradient flow: mean |grad| (dark) and max |grad| (light) of each parameter, in forward
+ * order, on a log axis.
+ * @param {HTMLCanvasElement} canvas
+ * @param {{name: string, absmean: number, absmax: number, nonfinite: number}[]} layers
+ */
+export function drawFlow(canvas, layers, w = 560, h = 150) {
+  const g = prepare(canvas, w, h);
+  const c = colors(canvas);
+  const left = 44;
+  const bottom = 40;
+  const top = 6;
+  const vals = layers.flatMap((l) => [l.absmean, l.absmax]).filter((v) => v > 0 && Number.isFinite(v));
+  if (!vals.length) return;
+  let lo = Math.floor(Math.log10(Math.min(...vals)));
+  let hi = Math.ceil(Math.log10(Math.max(...vals)));
+  if (hi === lo) hi = lo + 1;
+  const y = (v) => top + (1 - (Math.log10(v) - lo) / (hi - lo)) * (h - top - bottom);
+  g.font = "10px sans-serif";
+  g.fillStyle = c.muted;
+  g.strokeStyle = c.border;
+  g.textAlign = "right";
+  g.textBaseline = "middle";
+  for (let e = lo; e <= hi; e++) {
+    const yy = y(10 ** e);
+    g.beginPath();
+    g.moveTo(left, yy);
+    g.lineTo(w, yy);
+    g.stroke();
+    g.fillText(`1e${e}`, left - 4, yy);
+  }
+  const slot = (w - left) / Math.max(1, layers.length);
+  const base = h - bottom;
+  layers.forEach((l, i) => {
+    const x0 = left + i * slot + slot * 0.15;
+    const bw = slot * 0.7;
+    if (l.nonfinite > 0) {
+      g.fillStyle = "#b00020";
+      g.fillRect(x0, top, bw, base - top);
+    } else {
+      if (l.absmax > 0) {
+        g.fillStyle = "rgba(33,145,140,0.35)";
+        g.fillRect(x0, y(l.absmax), bw, base - y(l.absmax));
+      }
+      if (l.absmean > 0) {
+        g.fillStyle = "rgb(59,82,139)";
+        g.fillRect(x0 + bw * 0.2, y(l.absmean), bw * 0.6, base - y(l.absmean));
+      }
+    }
+    g.save();
+    g.translate(x0 + bw / 2, base + 4);
+    g.rotate(-Math.PI / 5);
+    g.fillStyle = c.fg;
+    g.textAlign = "right";
+    g.textBaseline = "middle";
+    const name = l.name.length > 14 ? `…${l.name.slice(-13)}` : l.name;
+    g.fillText(name, 0, 0);
+    g.restore();
+  });
+}
+
+/**
+ * Mount the gradient-flow view (below the graph) fed by the live store.
+ * @param {{model: any, el: HTMLElement, ctx: any, store: import("./live.js").GradStore}} args
+ * @returns {() => void} cleanup
+ */
+export function mountFlow({ model, ctx, store }) {
+  const box = document.createElement("div");
+  box.className = "gw-flow";
+  box.hidden = true;
+  const title = document.createElement("div");
+  title.className = "gw-panel-title";
+  title.textContent = "Gradient flow: mean |grad| (dark) and max |grad| (light) per parameter, forward order";
+  const canvas = document.createElement("canvas");
+  canvas.className = "gw-flow-canvas";
+  box.append(title, canvas);
+  ctx.panels.bottom.appendChild(box);
+  let pending = false;
+
+  const draw = () => {
+    pending = false;
+    const nodes = model.get("nodes");
+    const kinds = nodes.kind || [];
+    const layers = [];
+    for (let row = 0; row < kinds.length; row++) {
+      if (kinds[row] !== "leaf") continue;
+      const s = store.latest.get(row);
+      if (!s) continue;
+      layers.push({
+        name: nodes.name?.[row] || String(nodes.label?.[row] || row).split("\n")[0],
+        absmean: s.absmean,
+        absmax: Math.max(Math.abs(s.min), Math.abs(s.max)),
+        nonfinite: s.nonfinite,
+      });
+    }
+    box.hidden = layers.length === 0;
+    if (!layers.length) return;
+    const width = Math.max(320, Math.min(900, (ctx.root?.clientWidth || 600) - 16));
+    drawFlow(canvas, layers, width, 150);
+    box.dataset.layers = String(layers.length);
+  };
+  const off = store.subscribe(() => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(draw);
+  });
+  return () => {
+    off();
+    box.remove();
+  };
+}

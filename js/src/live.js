@@ -1,0 +1,310 @@
+// Live gradients: decodes the stats updates, colors the graph's nodes by gradient norm
+// (restyle only, no re-layout), shows the legend and the lint, and feeds the detail panel
+// and the gradient-flow plot. The wire format mirrors gradwidget/_wire.py encode_stats.
+import { mountDetail } from "./detail.js";
+import { fmt, mountFlow } from "./grad_plots.js";
+
+/** Per-node float32 columns, in the order of _wire.STAT_COLUMNS. */
+export const STAT_COLUMNS = ["norm", "mean", "std", "min", "max", "absmean", "nonfinite", "numel"];
+export const HIST_BINS = 32;
+/** Norm samples kept per node for the sparkline. */
+export const HISTORY = 240;
+
+/**
+ * @typedef {{row: number, norm: number, mean: number, std: number, min: number, max: number,
+ *   absmean: number, nonfinite: number, numel: number, hist: Float32Array,
+ *   values: Float32Array|null, data: Float32Array|null}} NodeStats
+ */
+
+/**
+ * Decode one binary stats update (see _wire.encode_stats for the layout).
+ * @param {DataView|ArrayBuffer} view
+ * @returns {{step: number, rows: NodeStats[]}}
+ */
+export function decodeStats(view) {
+  const src = view instanceof ArrayBuffer ? new Uint8Array(view) : new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+  if (src.byteLength < 16) return { step: 0, rows: [] };
+  const buf = src.slice().buffer; // aligned copy: typed-array views need 4-byte offsets
+  const magic = String.fromCharCode(...new Uint8Array(buf, 0, 4));
+  if (magic !== "GWS1") throw new Error("not a gradwidget stats update");
+  const [n, step, nvals] = new Uint32Array(buf, 4, 3);
+  const ncol = STAT_COLUMNS.length;
+  let off = 16;
+  const take = (Type, count) => {
+    const arr = new Type(buf, off, count);
+    off += 4 * count;
+    return arr;
+  };
+  const idx = take(Int32Array, n);
+  const scal = take(Float32Array, n * ncol);
+  const hist = take(Float32Array, n * HIST_BINS);
+  const glen = take(Uint32Array, n);
+  const dlen = take(Uint32Array, n);
+  const vals = take(Float32Array, nvals);
+  const rows = [];
+  let pos = 0;
+  for (let r = 0; r < n; r++) {
+    /** @type {any} */
+    const row = { row: idx[r] };
+    STAT_COLUMNS.forEach((c, k) => (row[c] = scal[r * ncol + k]));
+    row.hist = hist.subarray(r * HIST_BINS, (r + 1) * HIST_BINS);
+    row.values = glen[r] ? vals.subarray(pos, pos + glen[r]) : null;
+    pos += glen[r];
+    row.data = dlen[r] ? vals.subarray(pos, pos + dlen[r]) : null;
+    pos += dlen[r];
+    rows.push(row);
+  }
+  return { step, rows };
+}
+
+// ---- colors -----------------------------------------------------------------------------
+// Viridis (perceptually uniform, colorblind-safe), 9 stops from matplotlib's table.
+const VIRIDIS = [
+  "#440154", "#472d7b", "#3b528b", "#2c728e", "#21918c", "#28ae80", "#5ec962", "#addc30", "#fde725",
+].map((h) => [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16)));
+/** Fill and outline of nodes whose gradient has NaN/Inf. */
+export const NONFINITE = { fill: "#ff2bd6", stroke: "#b00020" };
+
+/**
+ * Viridis color at t in [0, 1].
+ * @param {number} t
+ * @returns {{css: string, dark: boolean}}
+ */
+export function viridis(t) {
+  const x = Math.max(0, Math.min(1, Number.isFinite(t) ? t : 0)) * (VIRIDIS.length - 1);
+  const i = Math.min(VIRIDIS.length - 2, Math.floor(x));
+  const f = x - i;
+  const c = [0, 1, 2].map((k) => Math.round(VIRIDIS[i][k] + (VIRIDIS[i + 1][k] - VIRIDIS[i][k]) * f));
+  const luma = 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+  return { css: `rgb(${c.join(",")})`, dark: luma < 110 };
+}
+
+/** CSS gradient of the colormap, left (small norm) to right (large). */
+export function viridisCss() {
+  const stops = VIRIDIS.map((c, i) => `rgb(${c.join(",")}) ${(i / (VIRIDIS.length - 1)) * 100}%`);
+  return `linear-gradient(to right, ${stops.join(", ")})`;
+}
+
+/**
+ * Log-scale domain [lo, hi] of log10(norm) over finite positive norms.
+ * @param {Iterable<NodeStats>} rows
+ */
+export function logDomain(rows) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const s of rows) {
+    if (s.nonfinite > 0 || !(s.norm > 0) || !Number.isFinite(s.norm)) continue;
+    const v = Math.log10(s.norm);
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (lo === Infinity) return null;
+  if (hi - lo < 1e-6) return [lo - 0.5, hi + 0.5];
+  return [lo, hi];
+}
+
+/**
+ * The style map for ctx.setNodeStyles from the latest stats.
+ * @param {Map<number, NodeStats>} latest by node row
+ * @param {string[]} ids node ids by row
+ * @returns {{styles: Map<string, any>, domain: number[]|null, nonfinite: number}}
+ */
+export function gradStyles(latest, ids) {
+  const domain = logDomain(latest.values());
+  const styles = new Map();
+  let nonfinite = 0;
+  for (const [row, s] of latest) {
+    const id = ids[row];
+    if (id === undefined) continue;
+    if (s.nonfinite > 0) {
+      nonfinite += 1;
+      styles.set(id, {
+        fill: NONFINITE.fill,
+        stroke: NONFINITE.stroke,
+        badge: "NaN",
+        cls: "gw-nonfinite",
+        value: Infinity,
+      });
+      continue;
+    }
+    if (!domain) continue;
+    const t = s.norm > 0 ? (Math.log10(s.norm) - domain[0]) / (domain[1] - domain[0]) : 0;
+    const c = viridis(t);
+    styles.set(id, { fill: c.css, cls: c.dark ? "gw-grad gw-dark" : "gw-grad", value: s.norm });
+  }
+  return { styles, domain, nonfinite };
+}
+
+// ---- the store shared by the live views ------------------------------------------------------
+/**
+ * Latest stats per node row plus a ring of norms per node.
+ */
+export class GradStore {
+  constructor() {
+    /** @type {Map<number, NodeStats>} */
+    this.latest = new Map();
+    /** @type {Map<number, number[]>} */
+    this.history = new Map();
+    this.step = 0;
+    this.updates = 0;
+    /** @type {Set<(rows: NodeStats[]) => void>} */
+    this.listeners = new Set();
+  }
+
+  /** @param {{step: number, rows: NodeStats[]}} msg */
+  apply(msg) {
+    this.step = msg.step;
+    this.updates += 1;
+    for (const s of msg.rows) {
+      this.latest.set(s.row, s);
+      let h = this.history.get(s.row);
+      if (!h) this.history.set(s.row, (h = []));
+      h.push(s.nonfinite > 0 ? NaN : s.norm);
+      if (h.length > HISTORY) h.splice(0, h.length - HISTORY);
+    }
+    for (const fn of this.listeners) fn(msg.rows);
+  }
+
+  /** @param {(rows: NodeStats[]) => void} fn @returns {() => void} */
+  subscribe(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+}
+
+// ---- the view ----------------------------------------------------------------------------------
+function mountLegend(ctx) {
+  const legend = document.createElement("span");
+  legend.className = "gw-legend";
+  legend.hidden = true;
+  legend.title = "Node fill: L2 norm of the gradient, log scale (viridis). Magenta with a NaN badge: NaN/Inf in the gradient.";
+  const label = document.createElement("span");
+  label.className = "gw-legend-label";
+  label.textContent = "|grad|";
+  const lo = document.createElement("span");
+  const bar = document.createElement("span");
+  bar.className = "gw-legend-bar";
+  bar.style.background = viridisCss();
+  const hi = document.createElement("span");
+  const nan = document.createElement("span");
+  nan.className = "gw-legend-nan";
+  nan.textContent = "NaN/Inf";
+  nan.style.background = NONFINITE.fill;
+  nan.style.borderColor = NONFINITE.stroke;
+  legend.append(label, lo, bar, hi, nan);
+  ctx.panels.toolbar.appendChild(legend);
+  return {
+    el: legend,
+    update(domain, nonfinite) {
+      legend.hidden = false;
+      lo.textContent = domain ? fmt(10 ** domain[0]) : "–";
+      hi.textContent = domain ? fmt(10 ** domain[1]) : "–";
+      nan.hidden = nonfinite === 0;
+    },
+  };
+}
+
+function mountLint({ model, ctx }) {
+  const box = document.createElement("div");
+  box.className = "gw-lint";
+  box.hidden = true;
+  ctx.panels.bottom.prepend(box);
+  const render = () => {
+    const lints = model.get("grad_lint") || [];
+    box.replaceChildren();
+    box.hidden = lints.length === 0;
+    for (const l of lints) {
+      const item = document.createElement("div");
+      item.className = `gw-lint-item gw-lint-${l.severity}`;
+      item.dataset.code = l.code;
+      const head = document.createElement("button");
+      head.className = "gw-lint-node";
+      head.textContent = l.name;
+      head.title = "Select this node";
+      head.addEventListener("click", () => {
+        if (!l.node || !(model.get("nodes").id || []).includes(l.node)) return;
+        model.set("selected", l.node);
+        model.save_changes();
+      });
+      const msg = document.createElement("span");
+      msg.className = "gw-lint-msg";
+      msg.textContent = ` ${l.message} `;
+      const advice = document.createElement("span");
+      advice.className = "gw-lint-advice";
+      advice.textContent = l.advice;
+      item.append(head, msg, advice);
+      box.appendChild(item);
+    }
+  };
+  model.on("change:grad_lint", render);
+  render();
+  return () => {
+    model.off("change:grad_lint", render);
+    box.remove();
+  };
+}
+
+/**
+ * Mount live gradients: node colors, legend, lint, detail panel and gradient flow.
+ * @param {{model: any, host?: any, el: HTMLElement, ctx: any}} args
+ * @returns {() => void} cleanup
+ */
+export function mountLive({ model, el, ctx }) {
+  const store = new GradStore();
+  ctx.grads = store;
+  const legend = mountLegend(ctx);
+  /** Per-update restyle times (ms), for benchmarks and tests. */
+  const timings = [];
+  ctx.gradRestyleMs = timings;
+  let pending = false;
+
+  const restyle = () => {
+    pending = false;
+    const t0 = performance.now();
+    const ids = model.get("nodes").id || [];
+    const { styles, domain, nonfinite } = gradStyles(store.latest, ids);
+    ctx.setNodeStyles(styles, "grad");
+    legend.update(domain, nonfinite);
+    const ms = performance.now() - t0;
+    timings.push(ms);
+    if (timings.length > 100) timings.shift();
+    legend.el.dataset.restyleMs = ms.toFixed(2);
+    legend.el.dataset.updates = String(store.updates);
+  };
+  // At most one restyle per frame: updates arriving faster than the screen are merged.
+  const schedule = () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(restyle);
+  };
+  const onStats = () => {
+    const view = model.get("grad_stats");
+    if (!view || !view.byteLength) return;
+    try {
+      store.apply(decodeStats(view));
+    } catch (e) {
+      console.warn("gradwidget: bad stats update", e);
+      return;
+    }
+    schedule();
+  };
+  const onNodes = () => {
+    store.latest.clear();
+    store.history.clear();
+    ctx.setNodeStyles(new Map(), "grad");
+  };
+  model.on("change:grad_stats", onStats);
+  model.on("change:nodes", onNodes);
+  const cleanups = [
+    mountLint({ model, ctx }),
+    mountDetail({ model, el, ctx, store }),
+    mountFlow({ model, el, ctx, store }),
+  ];
+  onStats();
+  return () => {
+    model.off("change:grad_stats", onStats);
+    model.off("change:nodes", onNodes);
+    cleanups.forEach((fn) => fn());
+    legend.el.remove();
+  };
+}

@@ -1,0 +1,113 @@
+"""Training controls in a real JupyterLab 4 / Notebook 7: the slider reruns the %%train cell in
+the background, a new curve appears, ``runs`` grows, and the UI stays responsive meanwhile."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CELLS = [
+    "import time, torch, torch.nn as nn, gradwidget as gw\n"
+    "%load_ext gradwidget\n"
+    "torch.manual_seed(0)\n"
+    "model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1))\n"
+    "x, y = torch.randn(128, 2), torch.randn(128, 1)\n"
+    'w = gw.GradWidget(model, example_input=x, lr=1e-2, optimizer="adam")\n'
+    "w",
+    # Each step sleeps a little so a rerun lasts ~3 s: long enough to interact during it.
+    "%%train w --steps 300\n"
+    "for step in w.steps():\n"
+    "    opt.zero_grad()\n"
+    "    loss = nn.functional.mse_loss(model(x), y)\n"
+    "    loss.backward()\n"
+    "    opt.step()\n"
+    "    w.log(loss=loss)\n"
+    "    time.sleep(0.01)\n"
+    'print("final loss", loss.item())',
+]
+
+LEGEND_COUNT = "() => document.querySelectorAll('.gradwidget .gw-runs-legend [data-run]').length"
+
+
+def _wait_legend(nb, n: int, timeout: float = 60) -> None:
+    nb.page.wait_for_function(f"() => ({LEGEND_COUNT})() >= {n}", timeout=int(timeout * 1000))
+
+
+def _canvas_ink(nb) -> int:
+    """Non-transparent pixels on the loss canvas (0 for an empty plot)."""
+    return nb.page.evaluate(
+        "() => { const c = document.querySelector('.gradwidget canvas.gw-loss-canvas');"
+        " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"
+    )
+
+
+def test_slider_reruns_and_ui_stays_responsive(nb):
+    nb.open(CELLS)
+    nb.run_all()
+    w = nb.widget()
+    w.locator("input.gw-lr-slider").wait_for()
+    _wait_legend(nb, 1)
+    assert nb.py("[r['status'] for r in w.runs]") == ["done"]
+    ink_one = _canvas_ink(nb)
+    assert ink_one > 0
+
+    # Move the slider (log10 scale): lr 0.1. The kernel is idle, so the observer sees it
+    # at once and starts a rerun in the worker thread.
+    w.locator("input.gw-lr-slider").fill("-1")
+    nb.wait_py("w.lr", 0.1)
+    w.locator(".gw-train-state[data-state='running']").wait_for(timeout=20_000)
+
+    # While that run goes on, the kernel still answers and a typed value gets through.
+    t0 = time.monotonic()
+    assert nb.py("w.train_state") in ("running", "scheduled")
+    answer = time.monotonic() - t0
+    lr_field = w.locator("input.gw-lr-value")
+    lr_field.fill("0.05")
+    t1 = time.monotonic()
+    lr_field.press("Enter")
+    assert nb.wait_py("w.lr", 0.05, timeout=10) == 0.05
+    seen = time.monotonic() - t1
+    print(f"kernel answered during a run in {answer * 1000:.0f} ms; "
+          f"typed lr reached Python in {seen * 1000:.0f} ms")
+
+    assert nb.py("w.wait(120)") is True
+    runs = nb.py("[(r['lr'], r['status']) for r in w.runs]")
+    assert runs[0] == [0.01, "done"]
+    assert runs[-1] == [0.05, "done"]
+    assert len(runs) == 3 and runs[1][0] == 0.1 and runs[1][1] in ("stopped", "done")
+    _wait_legend(nb, 3)
+    assert _canvas_ink(nb) > ink_one  # new curves drawn
+    current = w.locator(".gw-run-current")
+    assert "lr 0.05" in current.inner_text() and "done" in current.inner_text()
+    # The rerun's print went to the widget's output area, not to a cell.
+    assert "final loss" in w.locator(".gw-train-output").inner_text()
+
+    # Buttons: run, then stop during the run.
+    w.locator("button[data-action='run']").click()
+    w.locator(".gw-train-state[data-state='running']").wait_for(timeout=20_000)
+    w.locator("button[data-action='stop']").click()
+    assert nb.py("w.wait(60)") is True
+    assert nb.py("w.runs[-1]['status']") == "stopped"
+    nb.assert_no_errors()
+
+
+def test_divergence_and_lr_find_in_the_browser(nb):
+    nb.open(CELLS[:1] + [CELLS[1].replace("300", "60").replace("    time.sleep(0.01)\n", "")])
+    nb.run_all()
+    w = nb.widget()
+    _wait_legend(nb, 1)
+    nb.execute("w.optimizer = 'SGD'; w.lr = 10.0; w.wait(60)")
+    _wait_legend(nb, 2)
+    assert nb.py("w.runs[-1]['status']") == "diverged"
+    diverged = w.locator(".gw-run-diverged")
+    assert "likely too large" in diverged.first.inner_text()
+
+    w.locator("button[data-action='lr_find']").click()
+    w.locator(".gw-lrfind-text").filter(has_text="suggested lr").wait_for(timeout=60_000)
+    assert nb.py("w.wait(60)") is True
+    assert nb.py("w._trainer.snapshot.equals(model)") is True
+    nb.assert_no_errors()
