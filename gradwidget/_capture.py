@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import sys
@@ -30,8 +31,14 @@ def walk(roots: Iterable[Any]) -> list[Any]:
     structure always gives the same order (what makes ids stable), and a chain of any
     length walks without RecursionError.
     """
+    return _walk(roots)[0]
+
+
+def _walk(roots: Iterable[Any]) -> tuple[list[Any], int]:
+    """:func:`walk` plus the deepest DFS stack seen (the graph's depth, at least)."""
     order: list[Any] = []
     seen: set[Any] = set()
+    deepest = 0
     for root in roots:
         if root is None or root in seen:
             continue
@@ -45,9 +52,52 @@ def walk(roots: Iterable[Any]) -> list[Any]:
                     stack.append((child, iter(child.next_functions)))
                     break
             else:
+                if len(stack) > deepest:
+                    deepest = len(stack)
                 stack.pop()
                 order.append(fn)
-    return order
+    return order, deepest
+
+
+# ---- deep graphs: free root first -----------------------------------------------------------
+# Once Python has touched an autograd node (any walk does), torch 2.x frees it through its
+# Python wrapper, recursively: dropping the output of a chain some 50,000 ops deep then
+# overflows the C stack (segfault) instead of using torch's iterative deleteNode. For deep
+# graphs we keep the wrappers until every output is gone, then drop them root first, so
+# each free is one level deep. The drop waits for the next garbage-collector run (or the
+# next capture): a weakref callback runs before the dying tensor lets go of its grad_fn.
+_DEEP = 5_000
+_pending: list[list[Any]] = []
+
+
+def _drain(phase: str = "stop", info: Any = None) -> None:
+    if phase != "stop":
+        return
+    while _pending:
+        nodes = _pending.pop()
+        while nodes:
+            nodes.pop()  # forward order: the last one is the root
+    if _drain in gc.callbacks:
+        gc.callbacks.remove(_drain)
+
+
+class _RootFirstRelease:
+    """Holds a deep graph's nodes until its outputs die, then queues them for :func:`_drain`."""
+
+    def __init__(self, nodes: list[Any], outputs: list[torch.Tensor]):
+        self.nodes = nodes
+        unique = {id(t): t for t in outputs}
+        self.alive = len(unique)
+        for t in unique.values():
+            weakref.finalize(t, self._dead)
+
+    def _dead(self) -> None:
+        self.alive -= 1
+        if self.alive == 0 and self.nodes:
+            _pending.append(self.nodes)
+            self.nodes = []
+            if _drain not in gc.callbacks:
+                gc.callbacks.append(_drain)
 
 
 def op_name(fn: Any) -> str:
@@ -314,6 +364,12 @@ class record:
     def __repr__(self) -> str:
         return f"<gradwidget.record: {len(self.meta)} ops>"
 
+    def __del__(self) -> None:
+        # Newest first (root first): see _RootFirstRelease for why the order matters.
+        meta = getattr(self, "meta", None)
+        while meta:
+            meta.popitem()
+
     def _adopt_root(self, module: torch.nn.Module) -> None:
         self.root = module
         for path, m in module.named_modules():
@@ -478,7 +534,10 @@ def _build(outputs, *, params=None, module=None, frame=None, recorder=None, save
     outputs = _check_outputs(outputs)
     meta = recorder.meta if recorder is not None else {}
     explicit, owners, module_types = _leaf_names(params, module)
-    order = walk(t.grad_fn for t in outputs)
+    _drain()
+    order, depth = _walk(t.grad_fn for t in outputs)
+    if depth >= _DEEP:
+        _RootFirstRelease(order, outputs)
     infos = [_type_info(fn) for fn in order]
 
     leaves = [fn.variable for fn, info in zip(order, infos, strict=True) if info[2]]

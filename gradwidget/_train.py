@@ -443,6 +443,8 @@ class Trainer:
     def log(self, loss: Any = None, **metrics: Any) -> None:
         """Record this step's loss (a tensor or number) and any other scalar metrics."""
         a = self._current("log")
+        if a.cancel is not None:  # loops that do not use steps() still stop here
+            raise _Stop(a.cancel, a.cancel_note)
         run = a.run
         for key, value in metrics.items():
             run["metrics"].setdefault(key, []).append(_scalar(value, key))
@@ -753,8 +755,8 @@ class Trainer:
 
     def _watch(self, method: str, *args: Any) -> None:
         # Only begin_run/end_run: a watched module's forward hook sees each step by itself.
-        watcher = getattr(self.w, "_watcher", None) or getattr(self.w, "watcher", None)
-        fn = getattr(watcher, method, None)
+        watcher = getattr(self.w, "_watcher", None)
+        fn = getattr(watcher, method, None) if watcher is not None else None
         if callable(fn):
             fn(*args)
 

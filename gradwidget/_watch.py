@@ -7,10 +7,12 @@ the watcher instruments per *sample*, not per step:
 
 * Per step, the only Python that runs is one forward hook on the root module (or, when
   watching plain tensors, one post-accumulate hook per leaf) doing a wall-clock check.
-* When a sample is due (every ``every`` seconds, default 0.15 s, and always on the first
-  step of a run), that step's autograd graph is walked with :func:`gradwidget._capture.walk`
-  -- the same deterministic order the widget's Graph was built in -- and a pre-hook is put
-  on each op node of *that graph only*. The graph dies after backward and its hooks with it.
+* When a sample is due (every ``every`` seconds, default 0.15 s, spaced further apart if
+  sampling would take over ``max_overhead`` = 2% of the process's CPU time, and always on
+  the first step of a run), that step's autograd graph is walked with
+  :func:`gradwidget._capture.walk` -- the same deterministic order the widget's Graph was
+  built in -- and a pre-hook is put on each op node of *that graph only*. The graph dies
+  after backward and its hooks with it.
 * At the end of that backward (``queue_callback``), statistics of every collected gradient
   and every leaf's ``.grad`` are reduced on the tensors' own device (norm, mean, std, min,
   max, NaN/Inf count, 32-bin ``torch.histc`` over finite values, values when <= 64
@@ -57,6 +59,8 @@ HIST_BINS = 32
 SMALL = 64
 #: Default minimum seconds between two samples.
 DEFAULT_EVERY = 0.15
+#: Default cap on the share of the process's CPU time spent sampling.
+DEFAULT_MAX_OVERHEAD = 0.02
 
 
 def _engine_callback(fn: Callable[[], None]) -> bool:
@@ -76,6 +80,17 @@ def _as_float(t: torch.Tensor) -> torch.Tensor:
     if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
     return x
+
+
+def _dense_key(t: torch.Tensor) -> tuple | None:
+    """Identity of the memory block ``t`` covers exactly (any dim order), else None."""
+    dims = sorted((st, sz) for st, sz in zip(t.stride(), t.shape, strict=True) if sz != 1)
+    expect = 1
+    for st, sz in dims:
+        if st != expect:
+            return None
+        expect *= sz
+    return (t.device, t.data_ptr(), t.numel(), t.dtype)
 
 
 def _moments(x: torch.Tensor) -> torch.Tensor:
@@ -100,29 +115,53 @@ def tensor_stats(tensors: list[torch.Tensor]) -> list[dict[str, Any]]:
     None). About seven torch ops per tensor and two host syncs per device in all; NaN/Inf
     (seen as a non-finite mean) costs a second pass over that tensor only.
     """
-    flat = [_as_float(t) for t in tensors]
+    # A transposed view of the same gradient (TBackward's grad vs the weight's .grad) has
+    # the same statistics: reduce each dense block of memory once.
+    first: dict[tuple, int] = {}
+    alias: list[int | None] = []
+    for i, t in enumerate(tensors):
+        key = _dense_key(t)
+        j = first.setdefault(key, i) if key is not None else i
+        alias.append(j if j != i else None)
+    own = [i for i, a in enumerate(alias) if a is None]
+    flat: list[Any] = [None] * len(tensors)
+    for i in own:
+        flat[i] = _as_float(tensors[i])
     empty = torch.full((6,), math.nan)
-    rows = _host([_moments(x) if x.numel() else empty.to(x.device) for x in flat])
+    rows_own = _host(
+        [_moments(flat[i]) if flat[i].numel() else empty.to(flat[i].device) for i in own]
+    )
+    rows: list[Any] = [None] * len(flat)
+    for i, row in zip(own, rows_own, strict=True):
+        rows[i] = row
     nonfinite = [0] * len(flat)
-    for i, (x, row) in enumerate(zip(flat, rows, strict=True)):
-        if x.numel() and not all(math.isfinite(v) for v in row):
+    for i in own:
+        x = flat[i]
+        if x.numel() and not all(math.isfinite(v) for v in rows[i]):
             fin = x[torch.isfinite(x)]
             nonfinite[i] = x.numel() - fin.numel()
             rows[i] = _moments(fin).tolist() if fin.numel() else [math.nan] * 6
-    hists = []
-    for x, row in zip(flat, rows, strict=True):
-        lo, hi = row[4], row[5]
+    hists_own = []
+    for i in own:
+        x = flat[i]
+        lo, hi = rows[i][4], rows[i][5]
         if not math.isfinite(lo):
-            hists.append(torch.zeros(HIST_BINS, device=x.device))
+            hists_own.append(torch.zeros(HIST_BINS, device=x.device))
             continue
         if lo == hi:  # what histc does with an empty range
             lo, hi = lo - 1, hi + 1
         # histc ignores NaN and values outside [lo, hi] (the infinities).
-        hists.append(torch.histc(x, bins=HIST_BINS, min=lo, max=hi))
-    hists = _host(hists)
+        hists_own.append(torch.histc(x, bins=HIST_BINS, min=lo, max=hi))
+    hists: list[Any] = [None] * len(flat)
+    for i, h in zip(own, _host(hists_own), strict=True):
+        hists[i] = h
+    for i, a in enumerate(alias):
+        if a is not None:
+            rows[i], hists[i], nonfinite[i] = rows[a], hists[a], nonfinite[a]
     out = []
-    for x, row, nf, hist in zip(flat, rows, nonfinite, hists, strict=True):
-        n = x.numel() - nf
+    for t, row, nf, hist in zip(tensors, rows, nonfinite, hists, strict=True):
+        numel = t.numel()
+        n = numel - nf
         mean, std, norm, l1, lo, hi = row
         out.append(
             {
@@ -134,8 +173,8 @@ def tensor_stats(tensors: list[torch.Tensor]) -> list[dict[str, Any]]:
                 "absmean": l1 / n if n else math.nan,
                 "hist": hist,
                 "nonfinite": nf,
-                "numel": x.numel(),
-                "values": x.tolist() if x.numel() <= SMALL else None,
+                "numel": numel,
+                "values": _as_float(t).tolist() if numel <= SMALL else None,
             }
         )
     return out
@@ -197,10 +236,15 @@ class Watcher:
         (one forward hook on it). Tensors: leaves are watched across steps; a non-leaf
         tensor (e.g. a loss before ``backward()``) has its graph watched for its backward.
     every : float
-        Minimum seconds between two samples.
+        Minimum seconds between two samples; 0 samples every step (tests, debugging; the
+        overhead cap is then off).
     on_sample : callable, optional
         ``on_sample(watcher, changed_ids)`` after each sample, on the training thread.
     lint : LintConfig, optional
+    max_overhead : float
+        Samples are spaced so that sampling (hooks, reductions, encoding, sending) takes
+        at most this share of the process's CPU time (default 2%): big graphs or a busy
+        machine lower the sample rate instead of slowing training.
     """
 
     def __init__(
@@ -212,11 +256,15 @@ class Watcher:
         on_sample: Callable[[Watcher, list[str]], None] | None = None,
         lint: _lint.LintConfig | None = None,
         names: Mapping[int, str] | None = None,
+        max_overhead: float = DEFAULT_MAX_OVERHEAD,
     ):
         if not isinstance(every, (int, float)) or isinstance(every, bool) or every < 0:
             raise ValueError(f"every must be a number of seconds >= 0, got {every!r}.")
+        if not isinstance(max_overhead, (int, float)) or not 0 < max_overhead <= 1:
+            raise ValueError(f"max_overhead must be in (0, 1], got {max_overhead!r}.")
         self.graph = graph
         self.every = float(every)
+        self.max_overhead = float(max_overhead)
         self.on_sample = on_sample
         self.lint_config = lint or _lint.LintConfig()
         self.module: torch.nn.Module | None = None
@@ -235,7 +283,9 @@ class Watcher:
         self._handles: list[Any] = []  # per-watch hooks, removed by remove()
         self._sample_handles: list[Any] = []  # this sample's node hooks
         self._probe_handles: list[Any] = []  # the one-step accumulation probe
-        self._last = -math.inf
+        self._next = -math.inf  # wall clock (perf_counter) of the next due sample
+        self._cpu_next = -math.inf  # process CPU time before which sampling would cost too much
+        self._cost = 0.0  # CPU seconds spent on the sample in flight
         self._force = True
         self._sampling = False
         self._grads: dict[str, torch.Tensor] = {}
@@ -251,6 +301,7 @@ class Watcher:
         self.samples = 0
         self.synced = True  # False when the step's graph did not match the drawn one
         self.errors = 0
+        self.last_cost = 0.0  # CPU seconds of the last sample
         self._attach()
 
     # ---- setup ----------------------------------------------------------------------------
@@ -365,13 +416,13 @@ class Watcher:
     def step(self, *outputs: torch.Tensor) -> None:
         """Per-step cheap path for a loop the watcher cannot see: outputs before backward."""
         self.steps += 1
-        if self._force or time.perf_counter() - self._last >= self.every:
+        if self._force or (time.perf_counter() >= self._next and self._cpu_ok()):
             self._arm([t for t in outputs if isinstance(t, torch.Tensor)], forced=self._force)
 
     # ---- the per-step path ----------------------------------------------------------------
     def _on_forward(self, module: Any, args: Any, out: Any) -> None:
         self.steps += 1
-        if self._force or time.perf_counter() - self._last >= self.every:
+        if self._force or (time.perf_counter() >= self._next and self._cpu_ok()):
             try:
                 self._arm(_tensors_in(out), forced=self._force)
             except Exception as err:  # never break the user's training
@@ -381,12 +432,13 @@ class Watcher:
         if self._sampling:
             return
         self.steps += 1
-        if not (self._force or time.perf_counter() - self._last >= self.every):
+        if not (self._force or (time.perf_counter() >= self._next and self._cpu_ok())):
             return
         try:
             if not _engine_callback(self._finish_safe):
                 return
-            self._last = time.perf_counter()
+            self._next = time.perf_counter() + self.every
+            self._cost = 0.0
             self._force = False
             self._sampling = True
             self._grads = {}
@@ -426,10 +478,11 @@ class Watcher:
         roots = [t for t in outputs if t.grad_fn is not None]
         if not roots:
             return  # e.g. an eval forward under no_grad: wait for a real step
+        cpu0 = time.process_time()
         for h in self._sample_handles:
             h.remove()
         self._sample_handles = []
-        self._last = time.perf_counter()
+        self._next = time.perf_counter() + self.every
         self._force = False
         self._grads = {}
         self._data = {}
@@ -457,6 +510,7 @@ class Watcher:
             in_graph = {id(t) for _, t in leaves}
             leaves += [(self._leaf_id(p), p) for p in self._all_leaves() if id(p) not in in_graph]
         self._step_leaves = leaves
+        self._cost = time.process_time() - cpu0
 
     def _collector(self, nid: str, slot: int = 0) -> Callable[[tuple], None]:
         def collect(grad_outputs: tuple) -> None:
@@ -481,6 +535,7 @@ class Watcher:
 
     def _finish(self, probe: bool = True) -> None:
         """End of a sampled backward: reduce, lint, hand over."""
+        cpu0 = time.process_time()
         self._sampling = False
         for h in self._sample_handles:
             h.remove()
@@ -523,6 +578,20 @@ class Watcher:
             self._arm_probe(params)
         if self.on_sample is not None:
             self.on_sample(self, ids)
+        # Keep sampling (arm + reduce + send) under max_overhead of this process's CPU time.
+        cpu = time.process_time()
+        self._cost += cpu - cpu0
+        self.last_cost = self._cost
+        if self.every > 0 and self.max_overhead < 1:
+            self._cpu_next = cpu + self._cost / self.max_overhead
+
+    def _cpu_ok(self) -> bool:
+        """Wall clock says due: is the CPU budget fine too? (Read only when due.)"""
+        wait = self._cpu_next - time.process_time()
+        if wait <= 0:
+            return True
+        self._next = time.perf_counter() + wait  # wall time passes at least as fast
+        return False
 
     def _name_of(self, nid: str, t: torch.Tensor) -> str:
         if nid in self.graph:

@@ -15,7 +15,7 @@ from ._graph import Graph
 from ._lint import LintConfig
 from ._loader import get_loader
 from ._train import Trainer, normalize_optimizer, normalize_schedule, optimizer_settings
-from ._watch import DEFAULT_EVERY, Watcher
+from ._watch import DEFAULT_EVERY, DEFAULT_MAX_OVERHEAD, Watcher
 from ._wire import encode_stats, module_table, node_table
 
 STATIC = Path(__file__).parent / "static"
@@ -294,7 +294,6 @@ class GradWidget(anywidget.AnyWidget):
         ``lrs``, ``status`` (running/done/stopped/diverged/error), ``error`` and more."""
         return self._trainer.runs
 
-
     # ---- live gradients ----
     def watch(
         self,
@@ -302,6 +301,7 @@ class GradWidget(anywidget.AnyWidget):
         *,
         every: float = DEFAULT_EVERY,
         lint: LintConfig | None = None,
+        max_overhead: float = DEFAULT_MAX_OVERHEAD,
     ) -> Watcher:
         """Show gradients live on the graph while training; replaces any earlier watch.
 
@@ -316,6 +316,9 @@ class GradWidget(anywidget.AnyWidget):
             and sent at most this often, plus on the first step of a run.
         lint : LintConfig, optional
             Thresholds of the vanishing/exploding warnings.
+        max_overhead : float
+            Share of the process's CPU time sampling may take (default 0.02); samples are
+            spaced further apart when they would cost more (big graphs, busy machines).
 
         Returns
         -------
@@ -333,7 +336,13 @@ class GradWidget(anywidget.AnyWidget):
                 )
         names = caller_names(target if isinstance(target, (list, tuple)) else [target])
         watcher = Watcher(
-            self.graph, target, every=every, on_sample=self._send_grads, lint=lint, names=names
+            self.graph,
+            target,
+            every=every,
+            on_sample=self._send_grads,
+            lint=lint,
+            names=names,
+            max_overhead=max_overhead,
         )
         self.unwatch()  # only once the new one is valid: bad input leaves the old one
         self._watcher = watcher

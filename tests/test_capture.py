@@ -9,6 +9,7 @@ Every graph is compared with an independent walk of ``grad_fn.next_functions`` d
 from __future__ import annotations
 
 import collections
+import subprocess
 import sys
 
 import pytest
@@ -294,6 +295,34 @@ def test_chain_of_100k_ops_has_no_recursion_error():
     assert len(g.edges) == 100_001
     assert g.to_dot().source.count("->") == 100_001
     assert sys.getrecursionlimit() == limit
+
+
+CHAIN_FREE = """
+import gc, torch, gradwidget as gw
+def run(use_record):
+    x = torch.randn(2, requires_grad=True)
+    with gw.record() as rec:
+        y = x
+        for _ in range(120_000):
+            y = y * 1.0001
+    g = rec.graph_of(y) if use_record else gw.capture(y)
+    return len(g)
+for use_record in (False, True):
+    assert run(use_record) == 120_002
+    gc.collect()
+print("freed")
+"""
+
+
+def test_deep_graph_is_freed_without_crashing():
+    # torch frees a Python-touched graph recursively: without root-first release this
+    # segfaults (C stack overflow) once the chain's output dies. Own process: a crash
+    # must not take the test session down.
+    done = subprocess.run(
+        [sys.executable, "-c", CHAIN_FREE], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "freed"
 
 
 def _fresh_pass(use_record: bool):

@@ -95,7 +95,12 @@ def test_error_in_cell_marks_run_and_next_cell_works(shell):
 
 
 def test_keyboard_interrupt_stops(shell):
-    code = "%%train w --steps 50\nfor step in w.steps():\n    if step == 5:\n        raise KeyboardInterrupt\n"
+    code = (
+        "%%train w --steps 50\n"
+        "for step in w.steps():\n"
+        "    if step == 5:\n"
+        "        raise KeyboardInterrupt\n"
+    )
     run(shell, code)
     w = shell.user_ns["w"]
     assert w.runs[-1]["status"] == "stopped" and w.train_state == "idle"

@@ -14,8 +14,7 @@ import torch
 import traitlets
 from torch import nn
 
-from gradwidget import GradWidget
-from gradwidget import _train
+from gradwidget import GradWidget, _train
 from gradwidget._output import _Router, routed_threads
 from gradwidget._train import SCHEDULES, schedule_curve, suggest_lr
 
@@ -463,3 +462,59 @@ def test_200_reruns_memory(setup, monkeypatch):
     print(f"RSS growth over 200 reruns: {growth * 100:.2f} %")
     assert growth < 0.05
     assert len(w.runs) <= _train.MAX_RUNS
+
+
+def test_controls_messages_from_the_browser(setup):
+    w, model, x, y = setup
+    inner = _step_fn(model, x, y)
+    w.train(lambda opt: (time.sleep(0.002), inner(opt))[1], steps=20)
+    sent = []
+    original = w.send
+    w.send = lambda content, buffers=None: (sent.append(content), original(content, buffers))
+    msg = w._handle_custom_msg  # the real path a front-end message takes
+    msg({"type": "train", "action": "run"}, [])
+    assert w.wait(30) and len(w.runs) == 2 and w.runs[0]["losses"] == w.runs[1]["losses"]
+    msg({"type": "train", "action": "hello"}, [])
+    assert [c["run"] for c in sent if c.get("type") == "run_points"][-2:] == [1, 2]
+    msg({"type": "train", "action": "lr_find"}, [])
+    assert w.wait(60) and w.lr_find_plot["suggestion"] is not None
+    assert w._trainer.snapshot.equals(model)
+    msg({"type": "train", "action": "no-such-action"}, [])
+    msg({"type": "something-else"}, [])
+    msg({"type": "train", "action": "reset"}, [])
+    assert w._trainer.snapshot.equals(model)
+    msg({"type": "train", "action": "clear"}, [])
+    assert w.runs == []
+
+
+def test_live_gradient_watcher_follows_runs(setup):
+    w, model, x, y = setup
+    if not hasattr(w, "watch"):
+        pytest.skip("live gradients (issue 4) not available")
+    w.watch()
+    try:
+        w.train(_step_fn(model, x, y), steps=10)
+        steady = w._watcher.hook_count
+        calls = 0
+
+        def bad(opt):
+            nonlocal calls
+            calls += 1
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            if calls == 3:
+                raise RuntimeError("mid-step failure")
+            loss.backward()
+            opt.step()
+            return loss
+
+        with pytest.raises(RuntimeError):
+            w.train(bad, steps=10)
+        assert w._watcher.hook_count == steady  # no hook left over from the failed step
+        w.lr = 0.02
+        assert w.wait(30)
+        assert w.runs[-1]["status"] == "done" and w._watcher.hook_count == steady
+        assert w._watcher.samples > 0
+    finally:
+        w.unwatch()
+    assert _hook_count(model) == 0

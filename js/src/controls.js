@@ -163,8 +163,8 @@ export function mountControls({ model, ctx }) {
     return b;
   };
   const runBtn = button("▶ run", "run", "rerun training from the starting weights");
-  const pauseBtn = button("⏸ pause", "pause", "pause / resume the run");
-  const stepBtn = button("⏭ step", "step", "one training step");
+  const pauseBtn = button("pause", "pause", "pause / resume the run");
+  const stepBtn = button("step", "step", "one training step");
   const stopBtn = button("■ stop", "stop", "stop the run");
   const resetBtn = button("↺ reset", "reset", "stop and restore the starting weights");
   const clearBtn = button("clear", "clear", "forget finished runs");
@@ -205,7 +205,7 @@ export function mountControls({ model, ctx }) {
     stateBadge.dataset.state = state;
     box.dataset.state = state;
     const busy = state === "running" || state === "paused" || state === "scheduled";
-    pauseBtn.textContent = state === "paused" ? "▶ resume" : "⏸ pause";
+    pauseBtn.textContent = state === "paused" ? "resume" : "pause";
     pauseBtn.dataset.action = state === "paused" ? "resume" : "pause";
     pauseBtn.disabled = !busy;
     stopBtn.disabled = !busy;
@@ -221,7 +221,8 @@ export function mountControls({ model, ctx }) {
     }
     const parts = [`step ${p.step}/${total}`];
     if (p.rate) parts.push(`${p.rate.toFixed(p.rate < 10 ? 1 : 0)} steps/s`);
-    if (p.step < total && p.eta != null) parts.push(`${formatDuration(p.eta)} left`);
+    if (p.status === "running" && p.step < total && p.eta != null) parts.push(`${formatDuration(p.eta)} left`);
+    else if (p.status && p.status !== "running") parts.push(p.status);
     if (p.loss != null) parts.push(`loss ${Number(p.loss).toPrecision(4)}`);
     if (p.kind === "lr_find") parts.unshift("lr find");
     progressText.textContent = parts.join(" · ");

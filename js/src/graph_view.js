@@ -112,6 +112,8 @@ export function mountGraph({ model, host, el, ctx }) {
   /** @type {Map<string, SVGSVGElement>} */
   const cache = new Map();
   let generation = 0;
+  /** @type {Element|null} node or cluster under the pointer */
+  let hovered = null;
 
   const reindex = () => {
     ctx.nodeIndex = new Map((model.get("nodes").id || []).map((id, i) => [id, i]));
@@ -241,6 +243,9 @@ export function mountGraph({ model, host, el, ctx }) {
     }
     stage.replaceChildren(svg);
     status.hidden = true;
+    // The pointer's old target is gone: no stale tooltip until it moves again.
+    hovered = null;
+    tip.hidden = true;
     const nat = { w: 0, h: 0 };
     const vb = (svg.dataset.baseViewBox || svg.getAttribute("viewBox") || "0 0 0 0").split(" ");
     nat.h = Number(vb[3]) * (4 / 3);
@@ -336,7 +341,6 @@ export function mountGraph({ model, host, el, ctx }) {
     return t?.closest?.("g.node") || t?.closest?.("g.cluster") || null;
   }
 
-  let hovered = null;
   pane.addEventListener("pointermove", (ev) => {
     const g = hoverTarget(ev.target);
     if (!g || pz.wasDrag()) {

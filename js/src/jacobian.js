@@ -148,6 +148,7 @@ function mountAccumulation({ model, root, listen }) {
 
 export default {
   render({ model, el }) {
+    const t0 = performance.now();
     const root = div("gradwidget gw-jacobian", el);
     // Every model listener of this view, removed when the view goes (re-display, close).
     const unlisten = [];
@@ -178,6 +179,7 @@ export default {
     listen("change:v", markRow);
     markRow();
     root.dataset.ready = "1";
+    root.dataset.renderMs = (performance.now() - t0).toFixed(1);
     return () => {
       for (const off of unlisten) off();
     };

@@ -306,7 +306,7 @@ export function mountRunsPlot({ model, ctx }) {
     const n = Math.min(lrs.length, losses.length);
     const fin = losses.slice(0, n).filter(Number.isFinite);
     let lo = Math.min(...fin);
-    let hi = Math.min(Math.max(...fin), fin[0] * 4);
+    let hi = Math.min(Math.max(...fin), fin[0] * 1.5);
     if (hi <= lo) hi = lo + (Math.abs(lo) || 1);
     const sx = scale(lrs[0], lrs[n - 1], bx.x0, bx.x1, true);
     const sy = scale(lo, hi, bx.y1, bx.y0, false);

@@ -428,8 +428,10 @@ class NotebookPage:
         for m in self.ws:
             if m.direction != "recv" or m.msg_type != "comm_open":
                 continue
-            state = ((m.content.get("data") or {}).get("state")) or {}
-            if model_key is None or model_key in state:
+            data = m.content.get("data") or {}
+            # Binary traits travel as buffers: their names are in buffer_paths, not state.
+            keys = set(data.get("state") or {}) | {p[0] for p in data.get("buffer_paths") or []}
+            if model_key is None or model_key in keys:
                 out.append(m)
         return out
 

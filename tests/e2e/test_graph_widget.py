@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -70,8 +71,10 @@ def test_mlp_widget(nb):
     assert len(loaders) == 1 and loaders[0].size > 300_000
     assert len(graphs) == 3
     assert graphs[1].size <= COMM_OPEN_BUDGET, graphs[1].size
-    print(f"\n[{nb.app}] comm_open bytes: loader {loaders[0].size}, graph widgets",
-          [g.size for g in graphs])
+    print(
+        f"\n[{nb.app}] comm_open bytes: loader {loaders[0].size}, graph widgets",
+        [g.size for g in graphs],
+    )
 
     # Header shows the saved-for-backward total.
     header = nb.widget(0).locator(".gw-summary")
@@ -85,8 +88,15 @@ def test_mlp_widget(nb):
     tip = nb.widget(0).locator(".gw-tooltip")
     tip.wait_for(state="visible")
     text = tip.inner_text()
-    for part in ("kind: op", "op: AddmmBackward0", "shape: (8, 16)", "dtype: float32",
-                 "module: 0", "source:", "saved for backward:"):
+    for part in (
+        "kind: op",
+        "op: AddmmBackward0",
+        "shape: (8, 16)",
+        "dtype: float32",
+        "module: 0",
+        "source:",
+        "saved for backward:",
+    ):
         assert part in text, (part, text)
 
     # Click selects, synced to the kernel.
@@ -111,8 +121,8 @@ def test_mlp_widget(nb):
         "([el, bg]) => getComputedStyle(el).backgroundColor !== bg",
         arg=[nb.widget(0).element_handle(), light_bg],
     )
-    text_fill = nb.widget(0).locator("svg g.node text").first.evaluate(
-        "el => getComputedStyle(el).fill"
+    text_fill = (
+        nb.widget(0).locator("svg g.node text").first.evaluate("el => getComputedStyle(el).fill")
     )
     rgb = [int(v) for v in re.findall(r"\d+", text_fill)[:3]]
     assert sum(rgb) > 3 * 160, text_fill  # light text on dark fills
@@ -184,7 +194,7 @@ def test_pan_zoom_export_and_errors(nb):
 
     with nb.page.expect_download() as dl:
         nb.widget(0).locator(".gw-export").click()
-    text = open(dl.value.path(), encoding="utf-8").read()
+    text = Path(dl.value.path()).read_text(encoding="utf-8")
     assert text.startswith("<svg") and text.count('class="node') == 10
 
     # Bad DOT and over-the-limit views: readable messages inside the widget.

@@ -4,8 +4,11 @@ the background, a new curve appears, ``runs`` grows, and the UI stays responsive
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 pytestmark = pytest.mark.browser
 
@@ -71,8 +74,10 @@ def test_slider_reruns_and_ui_stays_responsive(nb):
     lr_field.press("Enter")
     assert nb.wait_py("w.lr", 0.05, timeout=10) == 0.05
     seen = time.monotonic() - t1
-    print(f"kernel answered during a run in {answer * 1000:.0f} ms; "
-          f"typed lr reached Python in {seen * 1000:.0f} ms")
+    print(
+        f"kernel answered during a run in {answer * 1000:.0f} ms; "
+        f"typed lr reached Python in {seen * 1000:.0f} ms"
+    )
 
     assert nb.py("w.wait(120)") is True
     runs = nb.py("[(r['lr'], r['status']) for r in w.runs]")
@@ -86,6 +91,10 @@ def test_slider_reruns_and_ui_stays_responsive(nb):
     # The rerun's print went to the widget's output area, not to a cell.
     assert "final loss" in w.locator(".gw-train-output").inner_text()
 
+    ARTIFACTS.mkdir(exist_ok=True)
+    w.locator(".gw-runs").screenshot(path=str(ARTIFACTS / f"training-runs-{nb.app}.png"))
+    w.locator(".gw-train").screenshot(path=str(ARTIFACTS / f"training-controls-{nb.app}.png"))
+
     # Buttons: run, then stop during the run.
     w.locator("button[data-action='run']").click()
     w.locator(".gw-train-state[data-state='running']").wait_for(timeout=20_000)
@@ -96,7 +105,8 @@ def test_slider_reruns_and_ui_stays_responsive(nb):
 
 
 def test_divergence_and_lr_find_in_the_browser(nb):
-    nb.open(CELLS[:1] + [CELLS[1].replace("300", "60").replace("    time.sleep(0.01)\n", "")])
+    fast_cell = CELLS[1].replace("300", "60").replace("    time.sleep(0.01)\n", "")
+    nb.open([CELLS[0], fast_cell])
     nb.run_all()
     w = nb.widget()
     _wait_legend(nb, 1)
@@ -110,4 +120,21 @@ def test_divergence_and_lr_find_in_the_browser(nb):
     w.locator(".gw-lrfind-text").filter(has_text="suggested lr").wait_for(timeout=60_000)
     assert nb.py("w.wait(60)") is True
     assert nb.py("w._trainer.snapshot.equals(model)") is True
+    ARTIFACTS.mkdir(exist_ok=True)
+    w.locator(".gw-runs").screenshot(path=str(ARTIFACTS / f"training-lrfind-{nb.app}.png"))
+
+    # A view rendered after the runs (here: after saving and reloading the page) asks the
+    # kernel for their points.
+    nb.command("docmanager:save")
+    time.sleep(1)
+    nb.page.reload()
+    nb.wait_kernel_idle()
+    _wait_legend(nb, 2)
+    nb.page.wait_for_function(
+        "() => { const c = document.querySelector('.gradwidget canvas.gw-loss-canvas');"
+        " if (!c || !c.width) return false;"
+        " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n > 2000; }",
+        timeout=30_000,
+    )
     nb.assert_no_errors()

@@ -18,7 +18,7 @@ SMALL = [
 ]
 
 LARGE = [
-    "import torch, gradwidget as gw\nbig = gw.jacobian(torch.tanh, torch.randn(1100))\nbig",
+    "import torch, gradwidget as gw\nbig = gw.jacobian(torch.tanh, torch.randn(1500))\nbig",
 ]
 
 
@@ -127,15 +127,15 @@ def test_large_jacobian_is_summarised_in_the_browser(nb):
     root = nb.widget(selector=".gw-jacobian")
     canvas = root.locator(".gw-jac-heat canvas")
     canvas.wait_for()
-    assert canvas.evaluate("c => [c.width, c.height]") == [367, 367]
+    assert canvas.evaluate("c => [c.width, c.height]") == [500, 500]
     note = root.locator(".gw-jac-note").text_content()
-    assert "1,210,000 entries" in note and "block means" in note
+    assert "2,250,000 entries" in note and "block means" in note
     # Sliders are replaced by presets + text for 1,100 outputs; a one-hot preset still works.
     assert root.locator(".gw-jac-slider").count() == 0
     root.locator(".gw-jac-onehot-index").fill("5")
     root.locator(".gw-jac-preset-onehot").click()
     assert nb.wait_py("big.v.index(1.0)", 5) == 5
-    root.locator(".gw-jac-strip-matmul[data-cells='367']").wait_for()
+    root.locator(".gw-jac-strip-matmul[data-cells='500']").wait_for()
     # Hover on a summarised cell names the block it stands for.
     box = canvas.bounding_box()
     nb.page.mouse.move(box["x"] + 2, box["y"] + 2)
@@ -144,6 +144,7 @@ def test_large_jacobian_is_summarised_in_the_browser(nb):
     assert nb.page.evaluate("() => 1 + 1") == 2
     opens = nb.comm_opens("heat")
     assert opens and opens[0].nbuffers >= 1
-    assert opens[0].size < 367 * 367 * 4 + 64_000, opens[0].size
-    print(f"large-J comm_open: {opens[0].size:,} bytes, {opens[0].nbuffers} buffer(s)")
+    assert opens[0].size < 500 * 500 * 4 + 64_000, opens[0].size
+    ms = root.get_attribute("data-render-ms")
+    print(f"large-J comm_open: {opens[0].size:,} B, {opens[0].nbuffers} buffers; render {ms} ms")
     nb.assert_no_errors()

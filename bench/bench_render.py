@@ -1,0 +1,305 @@
+"""Browser rendering of the graph widget: WASM Graphviz layout + SVG, vs system ``dot``.
+
+Run: ``.venv/bin/python bench/bench_render.py`` (or ``make bench``); needs the built front-end
+(``cd js && npm run build``) and Chromium (``$GRADWIDGET_CHROMIUM``, default /usr/bin/chromium).
+
+What is measured, for an MLP, a small ResNet-like CNN and 6-, 24- and 27-layer
+``nn.TransformerEncoder`` models (recorded forward passes, as ``GradWidget(model,
+example_input=x)`` does), each in its default collapsed view and its full view:
+
+* **browser ms**: headless Chromium loads a static page with the *built* widget bundle
+  (``gradwidget/static/widget.js``) and the WASM Graphviz module shipped by the loader widget;
+  each sample mounts a fresh widget view on the real widget state (``GradWidget.get_state()``)
+  and reads the time the graph view measured with ``performance.now()`` around layout, SVG
+  insertion and post-processing (``data-render-ms``; Graphviz is already compiled, as it is
+  for every widget after the first on a page). Median of several samples.
+* **dot ms**: the system ``dot -Tsvg`` on the same DOT text (wall clock, median).
+* **comm_open KB**: what creating one more widget sends to the browser: its JSON state plus
+  binary buffers, i.e. the comm_open payload (the ~460 KB Graphviz loader is sent once per
+  kernel, listed separately), and how much of it is the graph's own data (node and module
+  tables, DOT), which grows with the graph. The e2e tests measure the real websocket frames.
+
+Budgets (exit 1 and a ``FAIL:`` line when missed): the 24-layer TransformerEncoder's default
+view renders in <= 300 ms; the ~2,000-node full view of the 27-layer encoder renders at all
+(no error); the MLP widget's comm_open payload <= 100 KB (the fixed per-widget cost:
+front-end code, CSS, settings). ``BENCH_QUICK=1``: fewer samples.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+import gradwidget as gw
+from gradwidget._dot import view_of
+from gradwidget._loader import get_loader
+
+ROOT = Path(__file__).resolve().parents[1]
+STATIC = ROOT / "gradwidget" / "static"
+QUICK = bool(os.environ.get("BENCH_QUICK"))
+SAMPLES = 2 if QUICK else 5
+BUDGET_24_DEFAULT_MS = 300.0
+BUDGET_COMM_OPEN = 100_000
+ORIGIN = "http://gradwidget.bench"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+# ---- models ----------------------------------------------------------------------------------
+class Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.skip = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.skip(x))
+
+
+class SmallResNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16))
+        self.layer1 = nn.Sequential(Block(16, 16, 1), Block(16, 16, 1))
+        self.layer2 = nn.Sequential(Block(16, 32, 2), Block(32, 32, 1))
+        self.layer3 = nn.Sequential(Block(32, 64, 2), Block(64, 64, 1))
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.layer3(self.layer2(self.layer1(torch.relu(self.stem(x)))))
+        return self.head(x.mean((2, 3)))
+
+
+def transformer(layers: int) -> tuple[nn.Module, torch.Tensor]:
+    layer = nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128, batch_first=True)
+    enc = nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
+    return enc, torch.randn(2, 16, 64)
+
+
+def models() -> list[tuple[str, nn.Module, torch.Tensor, bool]]:
+    """(name, model, input, default view only?)"""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(
+        nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)
+    )
+    return [
+        ("MLP", mlp, torch.randn(32, 64), False),
+        ("ResNet-like CNN", SmallResNet(), torch.randn(2, 3, 32, 32), False),
+        ("TransformerEncoder-6", *transformer(6), False),
+        ("TransformerEncoder-24", *transformer(24), False),
+        ("TransformerEncoder-27", *transformer(27), False),
+    ]
+
+
+# ---- the static page -------------------------------------------------------------------------
+PAGE = f"""<!doctype html><html><head><meta charset="utf-8">
+<link rel="stylesheet" href="{ORIGIN}/widget.css"></head>
+<body style="width:1200px"><script type="module">
+import widget from "{ORIGIN}/widget.js";
+const mod = await import("{ORIGIN}/viz.mjs");
+const viz = mod.instance();
+await viz;
+window.__gwBench = {{
+  async render(state) {{
+    for (const [k, v] of Object.entries(state.__bytes || {{}})) {{
+      const bin = Uint8Array.from(atob(v), (c) => c.charCodeAt(0));
+      state[k] = new DataView(bin.buffer);
+    }}
+    delete state.__bytes;
+    const handlers = new Map();
+    const model = {{
+      get: (k) => state[k],
+      set: (k, v) => {{ state[k] = v; }},
+      on: (e, f) => {{ if (!handlers.has(e)) handlers.set(e, new Set()); handlers.get(e).add(f); }},
+      off: (e, f) => handlers.get(e)?.delete(f),
+      save_changes() {{}},
+      send() {{}},
+      widget_manager: {{}},
+    }};
+    const host = {{ getWidget: async () => ({{ exports: {{ viz }} }}) }};
+    const el = document.createElement("div");
+    document.body.replaceChildren(el);
+    const cleanup = await widget.render({{ model, el, host }});
+    const t0 = performance.now();
+    while (!el.querySelector(".gw-graph")?.dataset.renderMs) {{
+      const err = el.querySelector(".gw-error");
+      if (err) return {{ error: err.textContent }};
+      if (performance.now() - t0 > 120000) return {{ error: "timeout" }};
+      await new Promise((r) => setTimeout(r, 5));
+    }}
+    const pane = el.querySelector(".gw-graph");
+    const out = {{ ms: Number(pane.dataset.renderMs), units: Number(pane.dataset.units) }};
+    if (typeof cleanup === "function") cleanup();
+    return out;
+  }},
+}};
+window.__gwReady = true;
+</script></body></html>"""
+
+
+def serve(route) -> None:
+    name = route.request.url.removeprefix(ORIGIN + "/")
+    if name in ("", "index.html"):
+        return route.fulfill(body=PAGE, content_type="text/html")
+    if name == "viz.mjs":
+        import gzip
+
+        body = gzip.decompress((STATIC / "viz.mjs.gz").read_bytes())
+        return route.fulfill(body=body, content_type="text/javascript")
+    path = STATIC / name
+    if not path.is_file():
+        return route.fulfill(status=404, body="not found")
+    ctype = "text/css" if name.endswith(".css") else "text/javascript"
+    return route.fulfill(body=path.read_bytes(), content_type=ctype)
+
+
+def page_state(w: gw.GradWidget) -> dict:
+    """The widget state as the browser sees it (bytes as base64 for the page to decode)."""
+    state = w.get_state()
+    out: dict = {"__bytes": {}}
+    for k, v in state.items():
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            out["__bytes"][k] = base64.b64encode(bytes(v)).decode()
+        else:
+            out[k] = v
+    return out
+
+
+def comm_open_bytes(w) -> int:
+    """JSON state plus binary buffers: what a comm_open for this widget carries."""
+    state = w.get_state()
+    binary = sum(len(bytes(v)) for v in state.values() if isinstance(v, (bytes, memoryview)))
+    text = {k: v for k, v in state.items() if not isinstance(v, (bytes, memoryview))}
+    return len(json.dumps(text).encode()) + binary
+
+
+def graph_bytes(w) -> int:
+    """The part of the payload that is this graph's data (node/module tables, DOT)."""
+    return sum(len(json.dumps(getattr(w, k)).encode()) for k in ("nodes", "modules", "dot"))
+
+
+def dot_ms(source: str) -> float | None:
+    if shutil.which("dot") is None:
+        return None
+    times = []
+    for _ in range(1 if QUICK else 3):
+        t0 = time.perf_counter()
+        subprocess.run(["dot", "-Tsvg"], input=source.encode(), capture_output=True, check=True)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def main() -> int:
+    from playwright.sync_api import sync_playwright
+
+    exe = os.environ.get("GRADWIDGET_CHROMIUM", "/usr/bin/chromium")
+    launch = {"headless": True, "args": CHROMIUM_ARGS}
+    if exe != "bundled":
+        launch["executable_path"] = exe
+    rows, fails = [], []
+    loader_bytes = comm_open_bytes(get_loader())
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(**launch)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.route(f"{ORIGIN}/**", serve)
+        page.goto(f"{ORIGIN}/index.html")
+        page.wait_for_function("() => window.__gwReady === true", timeout=60_000)
+        warm = gw.GradWidget(nn.Linear(2, 2), example_input=torch.randn(1, 2))
+        page.evaluate("(s) => window.__gwBench.render(s)", page_state(warm))  # JIT warm-up
+        for name, model, x, _ in models():
+            w = gw.GradWidget(model, example_input=x)
+            for view, depth in (("default", None), ("full", w.max_depth)):
+                if view == "full":
+                    w.depth = depth
+                units = len(set(view_of(w.graph, w.depth, w.expanded).unit.values()))
+                state = page_state(w)
+                samples, error = [], None
+                n = SAMPLES if units < 1000 else max(1, SAMPLES // 2)
+                for _ in range(n):
+                    res = page.evaluate("(s) => window.__gwBench.render(s)", state)
+                    if "error" in res:
+                        error = res["error"]
+                        break
+                    samples.append(res["ms"])
+                browser_ms = statistics.median(samples) if samples else None
+                rows.append(
+                    (
+                        name,
+                        view,
+                        len(w.graph),
+                        units,
+                        browser_ms,
+                        dot_ms(w.dot),
+                        comm_open_bytes(w),
+                        graph_bytes(w),
+                        error,
+                    )
+                )
+                if error:
+                    fails.append(f"{name} {view}: the browser showed an error: {error}")
+                if (
+                    name == "TransformerEncoder-24"
+                    and view == "default"
+                    and (browser_ms is None or browser_ms > BUDGET_24_DEFAULT_MS)
+                ):
+                    fails.append(
+                        f"{name} default view took {browser_ms} ms "
+                        f"(budget {BUDGET_24_DEFAULT_MS:.0f} ms)"
+                    )
+                if name == "MLP" and comm_open_bytes(w) > BUDGET_COMM_OPEN:
+                    fails.append(f"{name} {view}: comm_open {comm_open_bytes(w)} B > 100 KB")
+            w.close()
+        browser.close()
+
+    print("## Graph widget rendering (headless Chromium, WASM Graphviz) vs system dot\n")
+    print(
+        "| model | view | graph nodes | boxes drawn | browser ms | dot -Tsvg ms "
+        "| comm_open KB | of which graph data KB |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, view, nodes, units, bms, dms, cb, gb, err in rows:
+        b = f"{bms:.0f}" if bms is not None else f"error: {err}"
+        d = f"{dms:.0f}" if dms is not None else "n/a"
+        print(
+            f"| {name} | {view} | {nodes} | {units} | {b} | {d} | {cb / 1000:.1f} "
+            f"| {gb / 1000:.1f} |"
+        )
+    print(
+        f"\nGraphviz loader widget (once per kernel, not per widget): {loader_bytes / 1000:.0f} KB;"
+        f" samples per cell: {SAMPLES} (median). Budget: TransformerEncoder-24 default view"
+        f" <= {BUDGET_24_DEFAULT_MS:.0f} ms; the MLP widget's comm_open <= 100 KB (the rest is"
+        " the graph's own data: node table and DOT, which grow with the graph)."
+    )
+    for f in fails:
+        print(f"FAIL: {f}")
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

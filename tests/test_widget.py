@@ -1,0 +1,119 @@
+"""Python side of the graph widget: traits, views, loader, display (no browser)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+import traitlets
+
+import gradwidget as gw
+from gradwidget import _widget
+from gradwidget._dot import view_of
+from gradwidget._loader import VizLoader, get_loader
+
+
+@pytest.fixture
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)), torch.randn(4, 2)
+
+
+def units(w: gw.GradWidget) -> int:
+    return len(set(view_of(w.graph, w.depth, w.expanded).unit.values()))
+
+
+def test_sources_module_tensor_graph(mlp):
+    model, x = mlp
+    from_module = gw.GradWidget(model, example_input=x)
+    from_tensor = gw.GradWidget(model(x).sum())
+    from_graph = gw.GradWidget(gw.capture(model(x).sum()))
+    assert from_module.module is model
+    assert from_module.dot.startswith("digraph")
+    assert len(from_module.nodes["id"]) == len(from_module.graph)
+    assert from_tensor.module is None and len(from_tensor.graph) == len(from_graph.graph)
+    assert from_module.saved_bytes == from_module.graph.saved_bytes > 0
+    assert set(from_module.modules) >= {"0", "1", "2"}
+
+
+def test_clear_errors_for_bad_sources(mlp):
+    model, _ = mlp
+    with pytest.raises(ValueError, match="example_input"):
+        gw.GradWidget(model)
+    with pytest.raises(TypeError, match="GradWidget needs a Graph"):
+        gw.GradWidget("not a graph")
+
+
+def test_everything_is_in_the_first_state(mlp):
+    """The comm_open carries the whole view: no follow-up messages when a widget is made."""
+    model, x = mlp
+    w = gw.GradWidget(model, example_input=x, depth=0)
+    state = w.get_state()
+    for key in ("dot", "nodes", "modules", "view_modules", "saved_bytes", "max_depth", "loader"):
+        assert state[key] not in (None, "", {}), key
+    assert state["loader"].endswith(get_loader().model_id)
+    # The Graphviz bytes are not in the graph widget (they ship once, in the loader).
+    assert len(json.dumps({k: v for k, v in state.items() if isinstance(v, (str, dict, list))}))
+    assert all(len(v) < 100_000 for v in state.values() if isinstance(v, (bytes, str)))
+
+
+def test_loader_is_one_per_kernel():
+    a, b = get_loader(), get_loader()
+    assert a is b and isinstance(a, VizLoader)
+    assert len(a.viz_gz) > 100_000 and len(a.digest) == 64
+    assert "VizLoader" in repr(a)
+
+
+def test_depth_and_expanded_change_the_view(mlp):
+    model, x = mlp
+    w = gw.GradWidget(model, example_input=x, depth=0)
+    # Three module boxes plus the output node.
+    assert units(w) == 4 and set(w.view_modules.values()) == {"0", "1", "2"}
+    collapsed_dot = w.dot
+    w.expanded = ["0"]
+    assert "0" not in w.view_modules.values()
+    assert units(w) > 4 and w.dot != collapsed_dot
+    w.expanded = []
+    assert w.dot == collapsed_dot
+    w.depth = 1
+    assert w.view_modules == {} and units(w) == len(w.graph)
+
+
+def test_selected_is_validated(mlp):
+    model, x = mlp
+    w = gw.GradWidget(model, example_input=x)
+    node = w.graph.nodes[0].id
+    w.selected = node
+    assert w.selected == node
+    with pytest.raises(traitlets.TraitError, match="No node with id"):
+        w.selected = "no-such-node"
+    w.selected = ""
+    assert repr(w).startswith("<gradwidget.GradWidget: ")
+
+
+def test_over_the_limit_view_shows_a_message(mlp, monkeypatch):
+    model, x = mlp
+    monkeypatch.setattr(_widget, "MAX_VISIBLE_NODES", 5)
+    w = gw.GradWidget(model, example_input=x, depth=1)
+    assert w.dot == "" and "over the limit of 5" in w.view_error
+    w.depth = 0  # three module boxes: under the limit again
+    assert w.view_error == "" and w.dot.startswith("digraph")
+
+
+def test_graph_displays_as_the_widget(mlp):
+    model, x = mlp
+    bundle = gw.capture(model(x).sum())._repr_mimebundle_()
+    if isinstance(bundle, tuple):
+        bundle = bundle[0]
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "text/plain" in bundle
+
+
+def test_show_returns_the_displayed_widget(mlp, monkeypatch):
+    model, x = mlp
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    w = gw.show(model, example_input=x, depth=0)
+    assert shown == [w] and isinstance(w, gw.GradWidget)
