@@ -28,25 +28,33 @@ class Node:
     Attributes
     ----------
     id : str
-        Stable id built from structure (module path, op name, position in forward order).
-        Identical forward passes give identical ids.
+        Stable id built from structure, never from ``id()``: ``"{module}/{op}#{k}"`` (the
+        k-th such op in that module, forward order), ``"leaf:{name}"`` / ``"leaf#{k}"``,
+        ``"output:{name}"`` / ``"output#{i}"``, ``"{op id}/saved:{attr}"``. Identical
+        forward passes give identical ids.
     kind : {"op", "leaf", "output", "saved"}
+        Every autograd node reachable from the outputs is one ``"op"``, except
+        ``AccumulateGrad``, drawn as its ``"leaf"`` tensor. ``"saved"`` nodes (one per
+        tensor an op keeps for backward, edge to that op) exist only when asked for with
+        ``capture(..., saved=True)`` / ``rec.graph_of(..., saved=True)``.
     label : str
         Short text shown in the graph.
     op : str or None
-        Autograd node name (``MulBackward0``); None for leaves and outputs.
+        Autograd node name (``MulBackward0``); None for non-op nodes.
     shape, dtype
-        Of the tensor the node stands for (the op's output where known).
+        Of the tensor the node stands for. For an op, its first forward output, read from
+        the autograd node itself, so post-hoc captures know it too (a multi-output op's
+        label says ``+N``).
     module : str or None
-        Dotted module path that produced the op or owns the parameter.
+        Dotted module path that produced the op (recorded captures) or owns the parameter.
     source : str or None
         ``"file.py:LINE"`` of the user code that ran the op (recorded captures only).
     name : str or None
-        Parameter/variable name for leaves and outputs.
+        Parameter/variable name for leaves and outputs; attribute name for saved tensors.
     saved : list of SavedTensor
-        Tensors this op keeps for backward.
+        Tensors this op keeps for backward (a saved node: the one it stands for).
     index : int
-        Position in forward (topological) order.
+        Position in forward (topological) order; also the DOT node name ``n{index}``.
     """
 
     id: str

@@ -1,15 +1,18 @@
-"""The Graphviz loader: ships the WASM Graphviz module once per page.
+"""The page-once loader: ships WASM Graphviz and the graph front-end once per page.
 
 Inlining Graphviz in every widget's ``_esm`` costs ~3 MB per instance and a compile per
 instance (each ``_esm`` is imported from a fresh blob: URL, so module caches do not
-survive). Instead one hidden loader widget per kernel carries the gzipped module as a
-binary trait; graph widgets reference it and the front-end compiles it once per page,
-cached on ``globalThis`` by content hash. This works while the kernel is busy, because
-nothing has to be requested from the kernel.
+survive). The graph front-end itself (~40 KB of JS plus CSS) would also be resent with
+every instance. Instead one hidden loader widget per kernel carries both gzipped as binary
+traits; graph widgets reference it (their ``_esm`` is a stub of a few hundred bytes) and
+the browser decompresses, compiles and imports each once per page, cached on
+``globalThis`` by content hash. This works while the kernel is busy, because nothing has to
+be requested from the kernel.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from pathlib import Path
 
@@ -20,11 +23,16 @@ STATIC = Path(__file__).parent / "static"
 
 
 class VizLoader(anywidget.AnyWidget):
-    """Hidden widget holding the gzipped Graphviz ES module (one per kernel)."""
+    """Hidden widget holding gzipped Graphviz and the graph front-end (one per kernel)."""
 
     _esm = STATIC / "loader.js"
     viz_gz = traitlets.Bytes().tag(sync=True)
     digest = traitlets.Unicode().tag(sync=True)
+    # The graph widget's real front-end (static/widget.js, widget.css); js/src/stub.js
+    # imports it from here.
+    frontend_gz = traitlets.Bytes().tag(sync=True)
+    css_gz = traitlets.Bytes().tag(sync=True)
+    frontend_digest = traitlets.Unicode().tag(sync=True)
 
     def __repr__(self) -> str:
         return f"<gradwidget.VizLoader {self.digest[:12]}>"
@@ -33,10 +41,23 @@ class VizLoader(anywidget.AnyWidget):
 _loader: VizLoader | None = None
 
 
+def _gzip(data: bytes) -> bytes:
+    # mtime=0: the same build gives the same bytes (and digest) in every kernel.
+    return gzip.compress(data, compresslevel=9, mtime=0)
+
+
 def get_loader() -> VizLoader:
     """The kernel's loader widget, created on first use."""
     global _loader
     if _loader is None or _loader.comm is None:
-        data = (STATIC / "viz.mjs.gz").read_bytes()
-        _loader = VizLoader(viz_gz=data, digest=hashlib.sha256(data).hexdigest())
+        viz = (STATIC / "viz.mjs.gz").read_bytes()
+        js = (STATIC / "widget.js").read_bytes()
+        css = (STATIC / "widget.css").read_bytes()
+        _loader = VizLoader(
+            viz_gz=viz,
+            digest=hashlib.sha256(viz).hexdigest(),
+            frontend_gz=_gzip(js),
+            css_gz=_gzip(css),
+            frontend_digest=hashlib.sha256(js + b"\0" + css).hexdigest(),
+        )
     return _loader

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import threading
 import time
 import traceback
@@ -59,6 +60,8 @@ _SCHEDULE_ALIASES = {
 DIVERGENCE_FACTOR = 1000.0
 #: Seconds between flushes of loss points / progress / output to the browser.
 FLUSH_INTERVAL = 0.15
+#: Seconds between run-table updates during a run (it carries every run's summary).
+RUN_INFO_INTERVAL = 1.0
 #: Seconds between output-area updates (each resends the list).
 OUTPUT_INTERVAL = 0.1
 #: A change waits this long for further changes before its rerun starts.
@@ -277,6 +280,7 @@ class Trainer:
         self._out_flushed = 0.0
         self.lr_find_result: dict[str, Any] | None = None
         self._quiet = False
+        self._runs_published = 0.0
 
     # -- binding and synchronous runs --
 
@@ -337,7 +341,7 @@ class Trainer:
         schedule = w.schedule
         total = int(kw.get("steps") or w.total_steps)
         run: dict[str, Any] = {
-            "id": self._next_id,
+            "id": 0,
             "lr": lr,
             "optimizer": name,
             "schedule": schedule if kind == "train" else "lr_find",
@@ -352,11 +356,12 @@ class Trainer:
             "lrs": [],
             "metrics": {},
         }
-        self._next_id += 1
         a = _Active(run, total, kind, sync)
         with self._cond:
             # Never two runs at once: a synchronous run waits for the worker's to end.
             self._cond.wait_for(lambda: self._active is None)
+            run["id"] = self._next_id
+            self._next_id += 1
             self._active = a
             if kind == "train":
                 self._runs.append(run)
@@ -379,6 +384,8 @@ class Trainer:
         except _Stop as stop:
             run["status"] = stop.status if stop.status != "found" else "done"
             run["note"] = run["note"] or stop.note
+            if stop.status == "diverged":  # to the cell (sync) or the widget's output (worker)
+                print(f"Run #{run['id']}: {run['error']}", file=sys.stderr)
         except KeyboardInterrupt:
             run["status"] = "stopped"
             run["note"] = "interrupted"
@@ -679,6 +686,8 @@ class Trainer:
             "loss": losses[-1] if losses and math.isfinite(losses[-1]) else None,
             "status": run["status"],
         }
+        if now - self._runs_published >= RUN_INFO_INTERVAL:  # the legend's running loss
+            self._publish_runs()
         self._flush_output()
 
     def send_history(self) -> None:
@@ -690,6 +699,7 @@ class Trainer:
     def _publish_runs(self) -> None:
         with self._cond:
             info = [run_summary(r) for r in self._runs]
+        self._runs_published = time.monotonic()
         self.w.run_info = info
 
     def _publish_preview(self) -> None:
@@ -758,7 +768,10 @@ class Trainer:
         watcher = getattr(self.w, "_watcher", None)
         fn = getattr(watcher, method, None) if watcher is not None else None
         if callable(fn):
-            fn(*args)
+            try:
+                fn(*args)
+            except Exception as exc:  # the watcher must never break a run
+                self._message(f"Live gradients: {method} failed: {type(exc).__name__}: {exc}")
 
 
 def _user_traceback(exc: BaseException) -> str:

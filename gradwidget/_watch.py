@@ -266,6 +266,8 @@ class Watcher:
         self.every = float(every)
         self.max_overhead = float(max_overhead)
         self.on_sample = on_sample
+        #: Called with the watcher when its hooks are removed.
+        self.on_remove: Callable[[Watcher], None] | None = None
         self.lint_config = lint or _lint.LintConfig()
         self.module: torch.nn.Module | None = None
         self.leaves: list[torch.Tensor] = []
@@ -367,13 +369,17 @@ class Watcher:
         return len(self._handles) + len(self._sample_handles) + len(self._probe_handles)
 
     def remove(self) -> None:
-        """Remove every hook. Idempotent."""
+        """Remove every hook. Idempotent; the latest statistics stay readable."""
+        active = bool(self._handles)
         for h in self._handles + self._sample_handles + self._probe_handles:
             h.remove()
         self._handles, self._sample_handles, self._probe_handles = [], [], []
         self._grads.clear()
         self._data.clear()
+        self._step_leaves = []
         self._sampling = False
+        if active and self.on_remove is not None:
+            self.on_remove(self)
 
     def __enter__(self) -> Watcher:
         return self

@@ -10,13 +10,13 @@ import torch
 import traitlets
 
 from ._capture import capture, record
-from ._dot import view_of
+from ._dot import to_dot, view_of
 from ._graph import Graph
 from ._lint import LintConfig
 from ._loader import get_loader
 from ._train import Trainer, normalize_optimizer, normalize_schedule, optimizer_settings
 from ._watch import DEFAULT_EVERY, DEFAULT_MAX_OVERHEAD, Watcher
-from ._wire import encode_stats, module_table, node_table
+from ._wire import PACKED, encode_stats, module_table, node_table
 
 STATIC = Path(__file__).parent / "static"
 
@@ -61,18 +61,20 @@ class GradWidget(anywidget.AnyWidget):
         Module nesting level shown open; None keeps the view to ~150 nodes.
     """
 
-    _esm = STATIC / "widget.js"
-    _css = STATIC / "widget.css"
+    # A stub: the real front-end (widget.js + widget.css) ships once per page in the loader.
+    _esm = STATIC / "stub.js"
 
     # ---- graph view (issue 3: rendering, interaction) ----
     loader = anywidget.WidgetTrait().tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
     # The current view: DOT text plus which DOT names are collapsed modules.
-    dot = traitlets.Unicode("").tag(sync=True)
+    # dot/nodes/modules are packed on the wire (_wire.PACKED); read them in JS with
+    # dotText/nodeTable/moduleTable from js/src/wire.js.
+    dot = traitlets.Unicode("").tag(sync=True, **PACKED)
     view_modules = traitlets.Dict().tag(sync=True)
     view_error = traitlets.Unicode("").tag(sync=True)
-    nodes = traitlets.Dict().tag(sync=True)
-    modules = traitlets.Dict().tag(sync=True)
+    nodes = traitlets.Dict().tag(sync=True, **PACKED)
+    modules = traitlets.Dict().tag(sync=True, **PACKED)
     saved_bytes = traitlets.Int(0).tag(sync=True)
     max_depth = traitlets.Int(0).tag(sync=True)
     # Interaction, settable from both sides.
@@ -345,21 +347,27 @@ class GradWidget(anywidget.AnyWidget):
             max_overhead=max_overhead,
         )
         self.unwatch()  # only once the new one is valid: bad input leaves the old one
+        watcher.on_remove = self._on_unwatched
         self._watcher = watcher
         self.grad_watch = {"watching": True, "every_ms": every * 1000, "samples": 0}
         return watcher
 
     def unwatch(self) -> None:
-        """Remove every hook ``watch`` added (safe to call when not watching)."""
+        """Remove every hook ``watch`` added (safe to call when not watching).
+
+        ``stats()`` keeps returning the last values.
+        """
         watcher = getattr(self, "_watcher", None)
         if watcher is not None:
             watcher.remove()
-            self._watcher = None
+
+    def _on_unwatched(self, watcher: Watcher) -> None:
+        if watcher is getattr(self, "_watcher", None):
             self.grad_watch = {**self.grad_watch, "watching": False}
 
     @property
     def watcher(self) -> Watcher | None:
-        """The active :class:`Watcher` (for training runners: ``begin_run``/``end_run``)."""
+        """The latest :class:`Watcher` (for training runners: ``begin_run``/``end_run``)."""
         return getattr(self, "_watcher", None)
 
     def stats(self) -> dict[str, dict[str, Any]]:
@@ -412,7 +420,7 @@ def _view_state(graph: Graph, depth: int | None, expanded: Any) -> dict[str, Any
             "the depth to see it."
         )
     else:
-        state["dot"] = graph.to_dot(depth, expanded).source
+        state["dot"] = to_dot(graph, view=view).source  # the view resolved above, not again
     return state
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import zlib
 from typing import Any
 
 import numpy as np
@@ -40,6 +42,33 @@ def node_table(graph: Graph) -> dict[str, list[Any]]:
         cols["name"].append(n.name)
         cols["saved_bytes"].append(n.saved_bytes)
     return cols
+
+
+#: Key of a packed value on the wire: ``{"zjson": <zlib-compressed UTF-8 JSON>}``.
+PACKED_KEY = "zjson"
+
+
+def pack_json(value: Any, _widget: Any = None) -> dict[str, Any]:
+    """``value`` as zlib-compressed JSON in one binary buffer (a trait's ``to_json``).
+
+    The node table repeats module paths, op names, dtypes and source lines row after row and
+    the DOT repeats its styles: compressed they shrink 10-25x (a 24-layer TransformerEncoder's
+    264 KB node table to ~11 KB), which keeps a graph widget's comm_open small. The browser
+    inflates it synchronously with ``unpack`` in js/src/wire.js (``nodeTable(model)``...).
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return {PACKED_KEY: memoryview(zlib.compress(text.encode("utf-8"), 6))}
+
+
+def unpack_json(value: Any, _widget: Any = None) -> Any:
+    """Inverse of :func:`pack_json` (a trait's ``from_json``); plain values pass through."""
+    if isinstance(value, dict) and PACKED_KEY in value:
+        return json.loads(zlib.decompress(bytes(value[PACKED_KEY])).decode("utf-8"))
+    return value
+
+
+#: ``.tag(sync=True, **PACKED)``: the Python value stays as is, the wire carries it packed.
+PACKED = {"to_json": pack_json, "from_json": unpack_json}
 
 
 def module_table(graph: Graph) -> dict[str, dict[str, Any]]:

@@ -16,7 +16,14 @@ const vizPath = join(dirname(require.resolve("@viz-js/viz")), "viz.js");
 writeFileSync(join(out, "viz.mjs.gz"), gzipSync(readFileSync(vizPath), { level: 9 }));
 
 const options = {
-  entryPoints: { widget: "src/widget.js", loader: "src/loader.js", jacobian: "src/jacobian.js" },
+  // widget.js (+ widget.css) is the graph front-end; it reaches the browser once per page
+  // through the loader widget. stub.js is the graph widget's per-instance `_esm`.
+  entryPoints: {
+    widget: "src/widget.js",
+    stub: "src/stub.js",
+    loader: "src/loader.js",
+    jacobian: "src/jacobian.js",
+  },
   bundle: true,
   format: "esm",
   target: "es2020",

@@ -179,14 +179,15 @@ def test_evil_names_parse_and_inject_nothing(how):
         tensors = {name: torch.randn(2, requires_grad=True) for name in EVIL}
         out = torch.stack(list(tensors.values())).sum()
         g = gw.capture(out, params=tensors, saved=True)
-        dot = g.to_dot()
+        kw = {}
     else:
         model = Evil()
         with gw.record(model) as rec:
             out = model(torch.randn(2))
         g = rec.graph_of(out)
         assert {n.module for n in g.of_kind("op")} >= set(model.names)
-        dot = g.to_dot(depth=0 if how == "record-depth0" else g.max_depth)
+        kw = {"depth": 0 if how == "record-depth0" else g.max_depth}
+    dot = g.to_dot(**kw)
     source = dot.source
     parsed = dot_json(source)
     objects = parsed.get("objects", [])
@@ -194,8 +195,7 @@ def test_evil_names_parse_and_inject_nothing(how):
     assert drawn == node_names(dot)  # no extra node smuggled in through a name
     assert len(parsed.get("edges", [])) == source.count(" -> ")
 
-    svg = g.to_svg(depth=0 if how == "record-depth0" else None) if how != "params" else None
-    svg = svg or g.to_svg()
+    svg = g.to_svg(**kw)
     root = ET.fromstring(svg)  # well-formed XML
     tags = {el.tag.rsplit("}", 1)[-1] for el in root.iter()}
     assert tags <= {"svg", "g", "title", "text", "path", "polygon", "polyline", "ellipse", "a"}

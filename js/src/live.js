@@ -104,13 +104,26 @@ export function logDomain(rows) {
 }
 
 /**
+ * The color scale after an update: it widens at once to cover new norms and shrinks back
+ * by a fifth of the gap per update, so gradients shrinking over training show as colors
+ * darkening instead of being renormalized away.
+ * @param {number[]|null} prev
+ * @param {number[]|null} cur
+ */
+export function relax(prev, cur) {
+  if (!cur) return prev;
+  if (!prev) return cur;
+  return [Math.min(cur[0], prev[0] + 0.2 * (cur[0] - prev[0])), Math.max(cur[1], prev[1] + 0.2 * (cur[1] - prev[1]))];
+}
+
+/**
  * The style map for ctx.setNodeStyles from the latest stats.
  * @param {Map<number, NodeStats>} latest by node row
  * @param {string[]} ids node ids by row
+ * @param {number[]|null} [domain] log10 range to map (default: this update's)
  * @returns {{styles: Map<string, any>, domain: number[]|null, nonfinite: number}}
  */
-export function gradStyles(latest, ids) {
-  const domain = logDomain(latest.values());
+export function gradStyles(latest, ids, domain = logDomain(latest.values())) {
   const styles = new Map();
   let nonfinite = 0;
   for (const [row, s] of latest) {
@@ -257,12 +270,15 @@ export function mountLive({ model, el, ctx }) {
   const timings = [];
   ctx.gradRestyleMs = timings;
   let pending = false;
+  /** @type {number[]|null} color scale (log10 norms); widens at once, shrinks slowly */
+  let scale = null;
 
   const restyle = () => {
     pending = false;
     const t0 = performance.now();
     const ids = model.get("nodes").id || [];
-    const { styles, domain, nonfinite } = gradStyles(store.latest, ids);
+    scale = relax(scale, logDomain(store.latest.values()));
+    const { styles, domain, nonfinite } = gradStyles(store.latest, ids, scale);
     ctx.setNodeStyles(styles, "grad");
     legend.update(domain, nonfinite);
     const ms = performance.now() - t0;
@@ -289,6 +305,7 @@ export function mountLive({ model, el, ctx }) {
     schedule();
   };
   const onNodes = () => {
+    scale = null;
     store.latest.clear();
     store.history.clear();
     ctx.setNodeStyles(new Map(), "grad");
