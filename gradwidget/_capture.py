@@ -1,4 +1,18 @@
-"""Autograd walk (iterative) and forward recording -> Graph."""
+"""Autograd walk (iterative) and forward recording -> Graph.
+
+What each capture knows:
+
+* ``capture()`` (post hoc): every reachable autograd node, each op's output shape/dtype
+  (from the node's input metadata, which survives backward), the shapes/bytes of the
+  tensors it saved for backward (read from its ``_saved_*`` attributes, or
+  ``ctx.saved_tensors`` for custom Functions; gone once backward freed the graph).
+* ``record()`` adds the module path and the user's ``file:line`` per op, and reads the
+  saved tensors right after each op ran, so they are known even after backward. Reading
+  the attributes (rather than ``saved_tensors_hooks``) keeps their names (``mat1``,
+  ``result``...) and leaves the user's own pack/unpack hooks alone.
+* ``saved=True`` adds one ``"saved"`` node per saved tensor (edge into its op), like
+  torchviz's ``show_saved``; off by default because it roughly doubles a view's size.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +28,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ._graph import Graph, ModuleInfo, Node, SavedTensor, module_ancestors
+from ._graph import Graph, ModuleInfo, Node, SavedTensor, module_ancestors, shape_text
 
 _BACKWARD_SUFFIX = re.compile(r"Backward\d*$")
 _ACCUMULATE = "torch::autograd::AccumulateGrad"
@@ -265,20 +279,6 @@ def _names_in_frame(frame, tensors: list[torch.Tensor]) -> dict[int, str]:
     return {i: next(iter(ns)) for i, ns in found.items() if len(ns) == 1}
 
 
-_shape_texts: dict[tuple[int, ...], str] = {}
-
-
-def _shape_text(shape) -> str:
-    """``(2, 3)`` -> ``"(2, 3)"``; ``(4,)`` -> ``"(4)"`` (memoised: shapes repeat a lot)."""
-    key = tuple(shape)
-    text = _shape_texts.get(key)
-    if text is None:
-        text = "(" + ", ".join(map(str, key)) + ")"
-        if len(_shape_texts) < 100_000:
-            _shape_texts[key] = text
-    return text
-
-
 # ---- recording ---------------------------------------------------------------------------
 @dataclass
 class OpMeta:
@@ -497,7 +497,7 @@ def _check_outputs(outputs) -> list[torch.Tensor]:
             raise TypeError(f"Output {i} is a {type(t).__name__}, not a torch.Tensor.")
         if not t.requires_grad:
             raise ValueError(
-                f"Output {i} (shape {_shape_text(t.shape)}) does not require grad, so it has no "
+                f"Output {i} (shape {shape_text(t.shape)}) does not require grad, so it has no "
                 "autograd graph. Set requires_grad=True on the inputs you want gradients for "
                 "(e.g. w = torch.randn(3, requires_grad=True)) and compute it outside no_grad()."
             )
@@ -573,7 +573,7 @@ def _build(outputs, *, params=None, module=None, frame=None, recorder=None, save
                 Node(
                     nid,
                     "leaf",
-                    f"{name or 'leaf'}\n{_shape_text(shape)}",
+                    f"{name or 'leaf'}\n{shape_text(shape)}",
                     len(nodes),
                     shape=shape,
                     dtype=_dtype_text(t.dtype),
@@ -592,7 +592,7 @@ def _build(outputs, *, params=None, module=None, frame=None, recorder=None, save
             shape, dtype, n_out = output_meta(fn)
             label = short
             if shape is not None:
-                label += "\n" + _shape_text(shape)
+                label += "\n" + shape_text(shape)
                 if n_out > 1:
                     label += f" +{n_out - 1}"
             for s, skey in saved_pairs:
@@ -603,14 +603,13 @@ def _build(outputs, *, params=None, module=None, frame=None, recorder=None, save
                         Node(
                             sid,
                             "saved",
-                            f"{s.attr}\n{_shape_text(s.shape)}",
+                            f"{s.attr}\n{shape_text(s.shape)}",
                             len(nodes),
                             shape=s.shape,
                             dtype=s.dtype,
                             module=mod,
                             name=s.attr,
-                            saved=[s],
-                        )
+                        )  # its bytes stay on the op only, so sums count them once
                     )
                     edges.append((sid, nid))
             nodes.append(
@@ -635,11 +634,11 @@ def _build(outputs, *, params=None, module=None, frame=None, recorder=None, save
     for i, t in enumerate(outputs):
         name = explicit.get(id(t)) or inferred.get(id(t))
         nid = unique(f"output:{name}" if name else f"output#{i}")
-        label = f"{name or 'output'}\n{_shape_text(t.shape)}"
+        label = f"{name or 'output'}\n{shape_text(t.shape)}"
         base_shape = None
         if t._is_view() and t._base is not None:
             base_shape = tuple(t._base.shape)
-            label += f"\nview of {_shape_text(base_shape)}"
+            label += f"\nview of {shape_text(base_shape)}"
         nodes.append(
             Node(
                 nid,

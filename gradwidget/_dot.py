@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import graphviz
 
-from ._graph import Graph, Node, collapsed_unit, module_ancestors
+from ._graph import Graph, Node, collapsed_unit, module_ancestors, shape_text
 
 # Colorblind-safe fills (Okabe-Ito tints); the browser restyles them per theme.
 STYLE = {
@@ -33,8 +33,8 @@ CLUSTER_ATTRS = {"style": "rounded,dashed", "color": "#999999", "fontsize": "9"}
 
 # C0 controls except tab and newline, and DEL: dropped from labels.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
-# Text that needs no escaping at all (the common case for tooltips).
-_PLAIN = re.compile('[^\\\\"\x00-\x1f\x7f]*')
+# Text whose only special characters are line breaks (the common case for labels).
+_PLAIN = re.compile('[^\\\\"\x00-\x09\x0b-\x1f\x7f]*')
 
 
 def escape(value: object) -> str:
@@ -47,7 +47,7 @@ def escape(value: object) -> str:
     """
     s = str(value)
     if _PLAIN.fullmatch(s) is not None:
-        return s
+        return s.replace("\n", "\\n")
     s = s.replace("\\", "\\\\").replace('"', '\\"')
     if "\r" in s:
         s = s.replace("\r\n", "\n").replace("\r", "\n")
@@ -58,7 +58,10 @@ def escape(value: object) -> str:
 
 def quote(value: object) -> str:
     """``value`` as a quoted DOT string (see :func:`escape`)."""
-    return '"' + escape(value) + '"'
+    s = str(value)
+    if _PLAIN.fullmatch(s) is not None:  # fast path, same result as escape()
+        return '"' + s.replace("\n", "\\n") + '"'
+    return '"' + escape(s) + '"'
 
 
 def _attrs(attrs: dict[str, str]) -> str:
@@ -90,7 +93,7 @@ def tooltip(node: Node) -> str:
     if node.name:
         parts.append(node.name)
     if node.shape is not None:
-        parts.append("(" + ", ".join(map(str, node.shape)) + ")")
+        parts.append(shape_text(node.shape))
     if node.dtype:
         parts.append(node.dtype)
     if node.module:
@@ -235,7 +238,7 @@ def _module_box(graph: Graph, path: str, name: str, nodes: list[Node]) -> str:
     info = graph.modules.get(path)
     ops = sum(1 for n in nodes if n.kind == "op")
     params = sum(1 for n in nodes if n.kind == "leaf")
-    saved = sum(n.saved_bytes for n in nodes if n.kind != "saved")
+    saved = sum(n.saved_bytes for n in nodes)
     label = f"{path} ({info.type if info else 'Module'})\n{ops} ops"
     if params:
         label += f", {params} params"

@@ -52,7 +52,8 @@ class Node:
     name : str or None
         Parameter/variable name for leaves and outputs; attribute name for saved tensors.
     saved : list of SavedTensor
-        Tensors this op keeps for backward (a saved node: the one it stands for).
+        Tensors this op keeps for backward (empty for other kinds: a saved node's bytes
+        are counted on its op only).
     index : int
         Position in forward (topological) order; also the DOT node name ``n{index}``.
     """
@@ -89,6 +90,20 @@ class ModuleInfo:
     @property
     def depth(self) -> int:
         return self.path.count(".") + 1
+
+
+_shape_texts: dict[tuple[int, ...], str] = {}
+
+
+def shape_text(shape: Iterable[int]) -> str:
+    """``(2, 3)`` -> ``"(2, 3)"``; ``(4,)`` -> ``"(4)"`` (memoised: shapes repeat a lot)."""
+    key = tuple(shape)
+    text = _shape_texts.get(key)
+    if text is None:
+        text = "(" + ", ".join(map(str, key)) + ")"
+        if len(_shape_texts) < 100_000:
+            _shape_texts[key] = text
+    return text
 
 
 @functools.lru_cache(maxsize=65536)

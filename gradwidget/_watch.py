@@ -411,8 +411,8 @@ class Watcher:
         for h in self._probe_handles:
             h.remove()
         self._probe_handles = []
-        if self._sampling or self._force:
-            return
+        if not self._handles or self._sampling or self._force:
+            return  # removed, or the last step was sampled already
         leaves = [(self._leaf_id(t), t) for t in self._all_leaves()]
         self._grads = {nid: t.grad for nid, t in leaves if t.grad is not None}
         self._step_leaves = leaves

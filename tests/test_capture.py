@@ -360,7 +360,10 @@ def test_saved_nodes_option():
     for s in saved:
         (dst,) = [b for a, b in g.edges if a == s.id]
         assert by_id[dst].kind == "op" and s.id.startswith(dst + "/saved:")
-        assert s.shape == s.saved[0].shape and s.index < by_id[dst].index
+        attr = s.id.rsplit("/saved:", 1)[1]
+        (info,) = [x for x in by_id[dst].saved if x.attr == attr]
+        assert (s.shape, s.dtype, s.name) == (info.shape, info.dtype, attr)
+        assert s.index < by_id[dst].index and s.saved_bytes == 0
     relu = next(n for n in g.of_kind("op") if n.op == "ReluBackward0")
     assert any(s.name == "result" and s.shape == (4, 2) for s in saved if s.id.startswith(relu.id))
     assert gw.capture(loss).of_kind("saved") == []

@@ -206,7 +206,7 @@ def test_keyboard_interrupt_stops_cleanly(setup):
     assert w.runs[-1]["status"] == "done"
 
 
-def test_divergence_is_marked(setup):
+def test_divergence_is_marked(setup, capsys):
     w, model, x, y = setup
     w.optimizer = "SGD"
     w.lr = 10.0
@@ -214,6 +214,7 @@ def test_divergence_is_marked(setup):
     run = w.runs[-1]
     assert run["status"] == "diverged"
     assert "likely too large" in run["error"] and len(run["losses"]) < 200
+    assert "likely too large" in capsys.readouterr().err  # said in the cell, too
 
 
 def test_100_changes_one_run_in_flight_last_value_wins(setup, monkeypatch):

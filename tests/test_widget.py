@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -10,7 +11,7 @@ import torch.nn as nn
 import traitlets
 
 import gradwidget as gw
-from gradwidget import _widget
+from gradwidget import _loader, _widget, _wire
 from gradwidget._dot import view_of
 from gradwidget._loader import VizLoader, get_loader
 
@@ -54,9 +55,38 @@ def test_everything_is_in_the_first_state(mlp):
     for key in ("dot", "nodes", "modules", "view_modules", "saved_bytes", "max_depth", "loader"):
         assert state[key] not in (None, "", {}), key
     assert state["loader"].endswith(get_loader().model_id)
-    # The Graphviz bytes are not in the graph widget (they ship once, in the loader).
-    assert len(json.dumps({k: v for k, v in state.items() if isinstance(v, (str, dict, list))}))
-    assert all(len(v) < 100_000 for v in state.values() if isinstance(v, (bytes, str)))
+    # Graphviz and the front-end code are not in the graph widget (they ship once, in the
+    # loader): what a comm_open carries is the small stub plus this graph's packed data.
+    assert len(state["_esm"]) < 2_000 and "_css" not in state
+    assert comm_open_bytes(w) < 20_000
+
+
+def comm_open_bytes(widget) -> int:
+    """JSON text plus binary buffers, as ipywidgets sends a comm_open."""
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    state, _, buffers = _remove_buffers(widget.get_state())
+    return len(json.dumps(state).encode()) + sum(len(bytes(b)) for b in buffers)
+
+
+def test_graph_data_is_packed_on_the_wire(mlp):
+    """nodes/modules/dot stay plain Python values; the wire carries them zlib-packed."""
+    model, x = mlp
+    w = gw.GradWidget(model, example_input=x)
+    state = w.get_state()
+    for key in ("nodes", "modules", "dot"):
+        assert set(state[key]) == {_wire.PACKED_KEY}, key
+        assert _wire.unpack_json(state[key]) == getattr(w, key)
+    assert isinstance(w.nodes["id"], list) and w.dot.startswith("digraph")
+    assert _wire.unpack_json({"plain": 1}) == {"plain": 1}
+
+
+def test_loader_carries_the_front_end_once():
+    loader = get_loader()
+    js = gzip.decompress(loader.frontend_gz)
+    assert js == (_loader.STATIC / "widget.js").read_bytes()
+    assert gzip.decompress(loader.css_gz) == (_loader.STATIC / "widget.css").read_bytes()
+    assert len(loader.frontend_digest) == 64
 
 
 def test_loader_is_one_per_kernel():

@@ -1,6 +1,7 @@
 // Detail panel of the selected node: live histogram, norm sparkline, statistics, shape and
 // the actual values of small tensors (data | grad).
 import { drawHistogram, drawSparkline, fmt } from "./grad_plots.js";
+import { nodeTable } from "./wire.js";
 
 const STATS = [
   ["norm", "‖grad‖"],
@@ -57,7 +58,7 @@ export function mountDetail({ model, ctx, store }) {
   let pending = false;
   const row = () => {
     const id = model.get("selected");
-    const r = ctx.nodeIndex?.get(id) ?? (model.get("nodes").id || []).indexOf(id);
+    const r = ctx.nodeIndex?.get(id) ?? (nodeTable(model).id || []).indexOf(id);
     return r >= 0 ? r : undefined;
   };
 
@@ -68,7 +69,7 @@ export function mountDetail({ model, ctx, store }) {
     // Nothing to show until gradients are being watched.
     box.hidden = !sel || r === undefined || store.updates === 0;
     if (box.hidden) return;
-    const nodes = model.get("nodes");
+    const nodes = nodeTable(model);
     const label = String(nodes.label?.[r] || sel).split("\n")[0];
     title.textContent = nodes.name?.[r] || label;
     const shape = nodes.shape?.[r];

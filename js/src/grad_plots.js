@@ -1,4 +1,5 @@
 // Small canvas plots of live gradients: histogram, norm sparkline, gradient flow.
+import { nodeTable } from "./wire.js";
 
 /**
  * Size a canvas for the device pixel ratio and return its 2D context in CSS pixels.
@@ -150,9 +151,9 @@ export function drawFlow(canvas, layers, w = 560, h = 150) {
   const bottom = 40;
   const top = 6;
   const vals = layers.flatMap((l) => [l.absmean, l.absmax]).filter((v) => v > 0 && Number.isFinite(v));
-  if (!vals.length) return;
-  let lo = Math.floor(Math.log10(Math.min(...vals)));
-  let hi = Math.ceil(Math.log10(Math.max(...vals)));
+  // All NaN/Inf (or all zero): still draw the axis and the red NaN bars.
+  const lo = vals.length ? Math.floor(Math.log10(Math.min(...vals))) : -1;
+  let hi = vals.length ? Math.ceil(Math.log10(Math.max(...vals))) : 0;
   if (hi === lo) hi = lo + 1;
   const y = (v) => top + (1 - (Math.log10(v) - lo) / (hi - lo)) * (h - top - bottom);
   g.font = "10px sans-serif";
@@ -218,7 +219,7 @@ export function mountFlow({ model, ctx, store }) {
 
   const draw = () => {
     pending = false;
-    const nodes = model.get("nodes");
+    const nodes = nodeTable(model);
     const kinds = nodes.kind || [];
     const layers = [];
     for (let row = 0; row < kinds.length; row++) {

@@ -2,6 +2,7 @@
 import { MAX_UNITS, countUnits, describeError, getViz, layout } from "./graphviz.js";
 import { applyStyles, resolveStyles } from "./node_styles.js";
 import { panZoom } from "./panzoom.js";
+import { dotText, moduleTable, nodeTable } from "./wire.js";
 
 /** Above this many units, show "laying out…" and yield a frame before the (blocking) layout. */
 const BIG_VIEW = 250;
@@ -116,7 +117,7 @@ export function mountGraph({ model, host, el, ctx }) {
   let hovered = null;
 
   const reindex = () => {
-    ctx.nodeIndex = new Map((model.get("nodes").id || []).map((id, i) => [id, i]));
+    ctx.nodeIndex = new Map((nodeTable(model).id || []).map((id, i) => [id, i]));
   };
   reindex();
   const reboxes = () => {
@@ -130,7 +131,7 @@ export function mountGraph({ model, host, el, ctx }) {
     if (i === undefined) return undefined;
     const own = `n${i}`;
     if (units.has(own)) return own;
-    return boxFor(model.get("nodes").module[i], boxOfPath) ?? (units.size ? undefined : own);
+    return boxFor(nodeTable(model).module[i], boxOfPath) ?? (units.size ? undefined : own);
   }
   ctx.unitOf = unitOf;
   ctx.elementOf = (id) => units.get(unitOf(id) || "");
@@ -162,7 +163,7 @@ export function mountGraph({ model, host, el, ctx }) {
     const gen = ++generation;
     const err = model.get("view_error");
     if (err) return message(err, "gw-error gw-limit");
-    const dot = model.get("dot");
+    const dot = dotText(model);
     if (!dot) return message("Nothing to draw.");
     const n = countUnits(dot);
     if (n > MAX_UNITS) {
@@ -301,7 +302,7 @@ export function mountGraph({ model, host, el, ctx }) {
   /** @returns {[string, string][]} rows for the tooltip of a unit or cluster */
   function describe(g) {
     const name = g.getAttribute("data-name") || "";
-    const modules = model.get("modules") || {};
+    const modules = moduleTable(model);
     if (g.classList.contains("cluster")) {
       const path = g.getAttribute("data-module") || "";
       const info = modules[path] || {};
@@ -324,7 +325,7 @@ export function mountGraph({ model, host, el, ctx }) {
       ];
     }
     const i = Number(name.slice(1));
-    const t = model.get("nodes");
+    const t = nodeTable(model);
     const rows = [["kind", t.kind[i]]];
     if (t.name[i]) rows.push(["name", t.name[i]]);
     if (t.op[i]) rows.push(["op", t.op[i]]);
@@ -367,7 +368,7 @@ export function mountGraph({ model, host, el, ctx }) {
       const name = g.getAttribute("data-name") || "";
       const i = name[0] === "n" ? Number(name.slice(1)) : -1;
       ctx.emit("hover", {
-        id: i >= 0 ? model.get("nodes").id[i] : null,
+        id: i >= 0 ? nodeTable(model).id[i] : null,
         module: (model.get("view_modules") || {})[name] || g.getAttribute("data-module") || null,
       });
     }
@@ -395,7 +396,7 @@ export function mountGraph({ model, host, el, ctx }) {
         const path = vm[name];
         model.set("expanded", [...new Set([...model.get("expanded"), path])]);
       } else if (name[0] === "n") {
-        const id = model.get("nodes").id[Number(name.slice(1))];
+        const id = nodeTable(model).id[Number(name.slice(1))];
         model.set("selected", model.get("selected") === id ? "" : id);
       }
       model.save_changes();

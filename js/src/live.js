@@ -3,6 +3,7 @@
 // and the gradient-flow plot. The wire format mirrors gradwidget/_wire.py encode_stats.
 import { mountDetail } from "./detail.js";
 import { fmt, mountFlow } from "./grad_plots.js";
+import { nodeTable } from "./wire.js";
 
 /** Per-node float32 columns, in the order of _wire.STAT_COLUMNS. */
 export const STAT_COLUMNS = ["norm", "mean", "std", "min", "max", "absmean", "nonfinite", "numel"];
@@ -235,7 +236,7 @@ function mountLint({ model, ctx }) {
       head.textContent = l.name;
       head.title = "Select this node";
       head.addEventListener("click", () => {
-        if (!l.node || !(model.get("nodes").id || []).includes(l.node)) return;
+        if (!l.node || !(nodeTable(model).id || []).includes(l.node)) return;
         model.set("selected", l.node);
         model.save_changes();
       });
@@ -276,7 +277,7 @@ export function mountLive({ model, el, ctx }) {
   const restyle = () => {
     pending = false;
     const t0 = performance.now();
-    const ids = model.get("nodes").id || [];
+    const ids = nodeTable(model).id || [];
     scale = relax(scale, logDomain(store.latest.values()));
     const { styles, domain, nonfinite } = gradStyles(store.latest, ids, scale);
     ctx.setNodeStyles(styles, "grad");

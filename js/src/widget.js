@@ -21,7 +21,7 @@
  * Restyling without re-layout:
  * - `ctx.setNodeStyles(styles, layer = "default")` where `styles` is a
  *   `Map<nodeId, {fill?, stroke?, badge?, cls?, value?}>` keyed by the stable node ids of
- *   `model.get("nodes").id`. It REPLACES that layer's previous styles (nodes absent from the
+ *   `nodeTable(model).id`. It REPLACES that layer's previous styles (nodes absent from the
  *   map revert to the theme look); layers (e.g. "grad", "train") do not clobber each other and
  *   later-created layers win per property. Only existing SVG elements change (inline style on
  *   the node's shape, a small text badge, classes): no layout, cheap at 10 Hz. Styles persist
@@ -33,7 +33,8 @@
  * - `ctx.unitOf(nodeId)` the DOT name drawing that node now (`"n3"` or `"m0"`), or undefined.
  * - `ctx.elementOf(nodeId)` that unit's `<g class="node">` in the current SVG, or undefined.
  * - `ctx.svg()` the current `<svg>` element or null.
- * - `ctx.nodeIndex` `Map<nodeId, row>` into the column table `model.get("nodes")`.
+ * - `ctx.nodeIndex` `Map<nodeId, row>` into the column table `nodeTable(model)`
+ *   (js/src/wire.js; the `nodes` trait is packed on the wire, never read it directly).
  * - `ctx.model`, `ctx.host`, `ctx.root` (the widget's root element).
  */
 import "./widget.css";
@@ -41,6 +42,7 @@ import { mountGraph } from "./graph_view.js";
 import { mountLive } from "./live.js";
 import { mountControls } from "./controls.js";
 import { mountRunsPlot } from "./runs_plot.js";
+import { nodeTable } from "./wire.js";
 
 /**
  * The per-view context object documented above (the graph view fills in the restyle API).
@@ -124,7 +126,7 @@ function mountHeader({ model, el, ctx }) {
   el.appendChild(header);
   ctx.panels.header = tools;
   const update = () => {
-    const n = (model.get("nodes").id || []).length;
+    const n = (nodeTable(model).id || []).length;
     const title = model.get("title");
     summary.textContent =
       `${title ? `${title} · ` : ""}${n} nodes · ` +

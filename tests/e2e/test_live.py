@@ -65,6 +65,8 @@ def test_colors_change_during_training(nb):
         fills = nb.page.evaluate(FILLS_JS)
         if fills.replace("|", "") and (not seen or seen[-1] != fills):
             seen.append(fills)
+            if len(seen) == 3:
+                nb.screenshot("test_live_mid_run")
         busy = nb.page.evaluate(
             "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status"
         )
