@@ -304,6 +304,7 @@ class Watcher:
         self.synced = True  # False when the step's graph did not match the drawn one
         self.errors = 0
         self.last_cost = 0.0  # CPU seconds of the last sample
+        self.cpu_seconds = 0.0  # CPU seconds of all samples (hooks, reductions, sending)
         self._attach()
 
     # ---- setup ----------------------------------------------------------------------------
@@ -588,6 +589,7 @@ class Watcher:
         cpu = time.process_time()
         self._cost += cpu - cpu0
         self.last_cost = self._cost
+        self.cpu_seconds += self._cost
         if self.every > 0 and self.max_overhead < 1:
             self._cpu_next = cpu + self._cost / self.max_overhead
 

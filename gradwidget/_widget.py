@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import anywidget
+import graphviz
 import torch
 import traitlets
 
 from ._capture import capture, record
-from ._dot import to_dot, view_of
+from ._dot import render, to_dot, view_of
 from ._graph import Graph
 from ._lint import LintConfig
 from ._loader import get_loader
@@ -22,6 +26,12 @@ STATIC = Path(__file__).parent / "static"
 
 #: Views with more visible nodes than this are not laid out (the tab would freeze).
 MAX_VISIBLE_NODES = 20_000
+#: Default of ``GradWidget(static_fallback=...)``: a static SVG next to the live widget.
+STATIC_FALLBACK = True
+#: Views with more boxes than this get no static picture (``dot`` time and SVG size grow).
+STATIC_FALLBACK_MAX_UNITS = 300
+SVG_MIME = "image/svg+xml"
+_SVG_CLUTTER = re.compile(r"<\?xml[^>]*\?>|<!DOCTYPE[^>]*>|<!--.*?-->\n?", re.S)
 
 
 def graph_from(source: Any, example_input: Any = None) -> tuple[Graph, torch.nn.Module | None]:
@@ -59,6 +69,14 @@ class GradWidget(anywidget.AnyWidget):
         Input for one forward pass when ``source`` is a module.
     depth : int, optional
         Module nesting level shown open; None keeps the view to ~150 nodes.
+    static_fallback : bool, optional
+        Also put a static SVG picture of the current view, drawn by the system Graphviz
+        ``dot``, in the cell output (``image/svg+xml`` next to the widget view), so a saved
+        notebook shows the graph where widgets do not run (GitHub, nbviewer, exports).
+        JupyterLab and Notebook 7 still show the live widget. Skipped silently when ``dot``
+        is not installed or the view has more than ``STATIC_FALLBACK_MAX_UNITS`` (300)
+        boxes. Default: the module-level switch ``gradwidget._widget.STATIC_FALLBACK``
+        (True).
     """
 
     # A stub: the real front-end (widget.js + widget.css) ships once per page in the loader.
@@ -101,10 +119,20 @@ class GradWidget(anywidget.AnyWidget):
     grad_lint = traitlets.List(traitlets.Dict()).tag(sync=True)
     grad_watch = traitlets.Dict().tag(sync=True)  # {"watching", "every_ms", "samples", ...}
 
-    def __init__(self, source: Any, example_input: Any = None, *, depth: int | None = None, **kw):
+    def __init__(
+        self,
+        source: Any,
+        example_input: Any = None,
+        *,
+        depth: int | None = None,
+        static_fallback: bool | None = None,
+        **kw,
+    ):
         graph, module = graph_from(source, example_input)
         self.graph = graph
         self.module = module
+        self.static_fallback = STATIC_FALLBACK if static_fallback is None else static_fallback
+        self._static_svg: tuple[str, str | None] = ("", None)  # (dot, svg) of the last picture
         # Everything goes into the comm_open state: no follow-up messages on creation.
         super().__init__(
             loader=get_loader(),
@@ -120,6 +148,36 @@ class GradWidget(anywidget.AnyWidget):
 
     def __repr__(self) -> str:
         return f"<gradwidget.GradWidget: {len(self.graph)} nodes, selected={self.selected!r}>"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        include, exclude = kwargs.get("include"), kwargs.get("exclude")
+        wanted = (not include or SVG_MIME in include) and not (exclude and SVG_MIME in exclude)
+        if self.static_fallback and wanted and isinstance(data, dict):
+            svg = self._static_picture()
+            if svg:
+                data[SVG_MIME] = svg
+        return bundle
+
+    def _static_picture(self) -> str | None:
+        """SVG of the current view by the system ``dot``, or None when that is not cheap."""
+        if not self.dot or shutil.which("dot") is None:
+            return None
+        if self._static_svg[0] != self.dot:
+            svg = None
+            units = len(set(view_of(self.graph, self.depth, self.expanded).unit.values()))
+            if units <= STATIC_FALLBACK_MAX_UNITS:
+                try:
+                    svg = render(graphviz.Source(self.dot), "svg").decode("utf-8")
+                    # No XML prolog or comments (Graphviz version, node names): smaller, and
+                    # the same on every machine, so saved outputs do not churn.
+                    svg = _SVG_CLUTTER.sub("", svg).strip()
+                except (RuntimeError, OSError, ValueError, subprocess.CalledProcessError):
+                    # The picture is optional (bad DOT, dot failing): the widget stays.
+                    svg = None
+            self._static_svg = (self.dot, svg)
+        return self._static_svg[1]
 
     @traitlets.observe("expanded", "depth")
     def _on_view_change(self, change: dict) -> None:

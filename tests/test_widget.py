@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 
 import pytest
 import torch
@@ -147,3 +148,45 @@ def test_show_returns_the_displayed_widget(mlp, monkeypatch):
     monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
     w = gw.show(model, example_input=x, depth=0)
     assert shown == [w] and isinstance(w, gw.GradWidget)
+
+
+def bundle_of(w) -> dict:
+    bundle = w._repr_mimebundle_()
+    return bundle[0] if isinstance(bundle, tuple) else bundle
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="needs the system Graphviz dot")
+def test_static_fallback_picture(mlp, monkeypatch):
+    """A saved notebook keeps an SVG of the view next to the widget view (issue 7)."""
+    model, x = mlp
+    w = gw.GradWidget(model, example_input=x)
+    data = bundle_of(w)
+    assert "application/vnd.jupyter.widget-view+json" in data and "text/plain" in data
+    svg = data["image/svg+xml"]
+    assert svg.startswith("<svg") and svg.count('class="node') == units(w)
+    assert "<!--" not in svg and "<?xml" not in svg  # no version stamp: stable outputs
+    assert bundle_of(w)["image/svg+xml"] is svg  # cached until the view changes
+    w.depth = 0
+    assert bundle_of(w)["image/svg+xml"].count('class="node') == units(w) == 4
+    # A Graph displays as the widget, picture included.
+    assert "image/svg+xml" in bundle_of(gw.capture(model(x).sum()))
+    # Off by keyword, by the module switch, when excluded, when too big, without dot.
+    assert "image/svg+xml" not in bundle_of(
+        gw.GradWidget(model, example_input=x, static_fallback=False)
+    )
+    assert "image/svg+xml" not in w._repr_mimebundle_(exclude=["image/svg+xml"])[0]
+    monkeypatch.setattr(_widget, "STATIC_FALLBACK", False)
+    assert "image/svg+xml" not in bundle_of(gw.GradWidget(model, example_input=x))
+    monkeypatch.setattr(_widget, "STATIC_FALLBACK", True)
+    monkeypatch.setattr(_widget, "STATIC_FALLBACK_MAX_UNITS", 3)
+    assert "image/svg+xml" not in bundle_of(gw.GradWidget(model, example_input=x))
+    monkeypatch.setattr(_widget.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(_widget, "STATIC_FALLBACK_MAX_UNITS", 300)
+    assert "image/svg+xml" not in bundle_of(gw.GradWidget(model, example_input=x))
+
+
+def test_static_fallback_skips_bad_dot(mlp):
+    model, x = mlp
+    w = gw.GradWidget(model, example_input=x)
+    w.dot = "digraph { a -> }"
+    assert "image/svg+xml" not in bundle_of(w)  # the widget view still shows its error

@@ -267,6 +267,15 @@ export function mountGraph({ model, host, el, ctx }) {
     copy.setAttribute("height", `${h}pt`);
     copy.setAttribute("xmlns", "http://www.w3.org/2000/svg");
     copy.removeAttribute("data-base-view-box");
+    // The file carries the light DOT colours (not the page's theme CSS): give it an opaque
+    // white background so it reads in dark viewers too.
+    const [x, y] = vb.split(" ").map(Number);
+    const bg = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+    for (const [k, v] of Object.entries({ x, y, width: w, height: h, fill: "#ffffff" })) {
+      bg.setAttribute(k, String(v));
+    }
+    bg.setAttribute("class", "gw-export-bg");
+    copy.insertBefore(bg, copy.firstChild);
     const text = new XMLSerializer().serializeToString(copy);
     const url = URL.createObjectURL(new Blob([text], { type: "image/svg+xml" }));
     const a = document.createElement("a");

@@ -1,6 +1,11 @@
 // Pan (drag) and zoom (wheel) of an SVG by rewriting its viewBox: no re-layout, no re-render.
+// A plain wheel over the graph scrolls the notebook, as everywhere else on the page; it zooms
+// with Ctrl/⌘ held (trackpad pinch arrives as ctrl+wheel) or once the graph has focus (after
+// a click in it). A plain wheel over an unfocused graph shows a short hint saying so.
 
 const DRAG_THRESHOLD_PX = 4;
+/** How long the "how to zoom" hint stays up after a plain wheel, ms. */
+const HINT_MS = 1500;
 
 /**
  * @typedef {{x: number, y: number, w: number, h: number}} Box
@@ -87,9 +92,28 @@ export function panZoom(pane) {
     }
   }
 
+  const hint = document.createElement("div");
+  hint.className = "gw-zoom-hint";
+  hint.textContent = `${/Mac|iP/.test(navigator.platform) ? "⌘" : "Ctrl"} + scroll to zoom, or click the graph first`;
+  hint.hidden = true;
+  pane.appendChild(hint);
+  let hintTimer = 0;
+  const showHint = () => {
+    hint.hidden = false;
+    clearTimeout(hintTimer);
+    hintTimer = setTimeout(() => (hint.hidden = true), HINT_MS);
+  };
+  /** Zoom on a plain wheel only while the graph (or something in it) has focus. */
+  const focused = () => pane.contains(document.activeElement);
+
   const onWheel = (ev) => {
     if (!svg) return;
+    if (!ev.ctrlKey && !ev.metaKey && !focused()) {
+      showHint(); // leave the event alone: the page scrolls
+      return;
+    }
     ev.preventDefault();
+    hint.hidden = true;
     const f = Math.exp(Math.max(-1, Math.min(1, ev.deltaY / 300)));
     const p = toUser(ev.clientX, ev.clientY);
     const w = Math.max(base.w / 200, Math.min(view.w * f, base.w * 20));
@@ -157,6 +181,8 @@ export function panZoom(pane) {
     center,
     wasDrag: () => dragged,
     destroy() {
+      clearTimeout(hintTimer);
+      hint.remove();
       pane.removeEventListener("wheel", onWheel);
       pane.removeEventListener("pointerdown", onDown);
       pane.removeEventListener("pointermove", onMove);
