@@ -2,9 +2,10 @@
 
 Run: ``.venv/bin/python bench/bench_capture.py`` (or ``make bench`` for every benchmark).
 
-For each graph both tools are timed in this process on the same loss tensor, in pairs
-whose order alternates, with process CPU time and the garbage collector paused; the
-ratio reported is the median of the per-pair ratios. Budget: gradwidget (post-hoc
+For each graph both tools are timed in this process on the same loss tensor, in rounds
+(torchviz, gradwidget default view, gradwidget full graph) whose order rotates, each
+sample a ~20 ms batch of calls measured with process CPU time and the garbage collector
+paused; a ratio is the median over rounds of gradwidget / torchviz. Budget: gradwidget (post-hoc
 ``capture()`` plus DOT text, for the default collapsed view and for the full graph) at
 most 1.0x ``torchviz.make_dot(...).source``, although gradwidget also reads every op's
 output shape/dtype and the shapes/bytes of every tensor saved for backward. The
@@ -257,8 +258,8 @@ def main() -> int:
         all_ok &= ok
         print("| " + " | ".join(row) + " |", flush=True)
     print(
-        "\nms = median process CPU time of capture() + DOT text; ratio = median of "
-        "alternating pairs (gradwidget / torchviz.make_dot(...).source); dot layout = "
+        "\nms = median process CPU time of capture() + DOT text; ratio = median over "
+        "rotating rounds of gradwidget / torchviz.make_dot(...).source; dot layout = "
         "wall time of `dot -Tsvg` on a record()-ed graph."
     )
     if not all_ok:

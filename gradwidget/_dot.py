@@ -183,13 +183,17 @@ def to_dot(
         return inner
 
     collapsed_nodes: dict[str, list[Node]] = {}
+    by_path: dict[str | None, list[str]] = {}  # node module path -> its scope's list
     unit = view.unit
     for n in graph.nodes:
         u = unit[n.id]
         if u[0] == "m":
             collapsed_nodes.setdefault(u, []).append(n)
             continue
-        members.setdefault(scope_of(n.module), []).append(
+        dest = by_path.get(n.module)
+        if dest is None:
+            dest = by_path[n.module] = members.setdefault(scope_of(n.module), [])
+        dest.append(
             f"{u} [label={quote(n.label)} tooltip={quote(tooltip(n))} {_KIND_ATTRS[n.kind]}]\n"
         )
     for path, name in view.modules.items():

@@ -146,6 +146,8 @@ function mountHeader({ model, el, ctx }) {
   };
 }
 
+// This module reaches the page once, through the loader widget; the per-instance `_esm` is
+// stub.js, which imports it and calls render() only (an initialize() here would not run).
 export default {
   render({ model, el, host }) {
     el.classList.add("gradwidget");

@@ -28,6 +28,12 @@ MLP_CELLS = [
     "w2 = gw.GradWidget(model, example_input=x)\nw2",
     # A Graph as the last expression displays as the widget too.
     "gw.capture(model(x).sum())",
+    # A big model's default view: its comm_open must stay small too (packed node table).
+    "layer24 = nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128,"
+    " batch_first=True)\n"
+    "enc24 = nn.TransformerEncoder(layer24, num_layers=24, enable_nested_tensor=False)\n"
+    "w24 = gw.GradWidget(enc24, example_input=torch.randn(2, 16, 64))\n"
+    "w24",
 ]
 
 TRANSFORMER_CELLS = [
@@ -63,18 +69,28 @@ def test_mlp_widget(nb):
     wait_units(nb, expected, 0)
     wait_units(nb, expected, 1)
     wait_units(nb, expected + 1, 2)  # the captured graph has the .sum() too
+    wait_units(nb, nb.py("units(w24)"), 3)
 
-    # Graphviz compiled once for three widgets; its bytes crossed the wire once.
+    # Graphviz compiled and the front-end imported once for four widgets; their bytes
+    # crossed the wire once, in the loader; every graph widget's comm_open is small.
     assert nb.page.evaluate("() => globalThis.__gradwidget_viz_compiles") == 1
+    assert nb.page.evaluate("() => globalThis.__gradwidget_frontend_loads") == 1
+    assert nb.page.locator("style[data-gradwidget]").count() == 1
     loaders = nb.comm_opens("viz_gz")
     graphs = nb.comm_opens("dot")
     assert len(loaders) == 1 and loaders[0].size > 300_000
-    assert len(graphs) == 3
-    assert graphs[1].size <= COMM_OPEN_BUDGET, graphs[1].size
+    assert len(graphs) == 4
+    assert all(g.size <= COMM_OPEN_BUDGET for g in graphs[1:]), [g.size for g in graphs]
     print(
         f"\n[{nb.app}] comm_open bytes: loader {loaders[0].size}, graph widgets",
         [g.size for g in graphs],
+        "(MLP, MLP, captured MLP, TransformerEncoder-24)",
     )
+
+    # The outputs also carry a static SVG for saved notebooks, but the app shows the live
+    # widget: no rendered SVG output next to (or instead of) it.
+    assert nb.py("'image/svg+xml' in w._repr_mimebundle_()[0]") is True
+    assert nb.page.locator(".jp-RenderedSVG, .jp-RenderedImage").count() == 0
 
     # Header shows the saved-for-backward total.
     header = nb.widget(0).locator(".gw-summary")
@@ -178,10 +194,25 @@ def test_pan_zoom_export_and_errors(nb):
     before = svg.get_attribute("viewBox")
     box = nb.widget(0).locator(".gw-graph").bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    # A plain wheel over an unfocused graph scrolls the page (no zoom) and shows a hint.
     nb.page.mouse.move(cx, cy)
-    nb.page.mouse.wheel(0, -300)  # zoom in
+    nb.page.mouse.wheel(0, -300)
+    hint = nb.widget(0).locator(".gw-zoom-hint")
+    hint.wait_for(state="visible")
+    assert "scroll to zoom" in hint.inner_text()
+    nb.screenshot(f"zoom-hint-{nb.app}")
+    assert svg.get_attribute("viewBox") == before
+    # Ctrl + wheel (also what a trackpad pinch sends) zooms.
+    nb.page.keyboard.down("Control")
+    nb.page.mouse.wheel(0, -300)
+    nb.page.keyboard.up("Control")
     zoomed = svg.get_attribute("viewBox")
     assert float(zoomed.split()[2]) < float(before.split()[2])
+    # Once the graph has focus (clicked), the plain wheel zooms too.
+    nb.widget(0).locator(".gw-graph").focus()
+    nb.page.mouse.wheel(0, -300)
+    assert float(svg.get_attribute("viewBox").split()[2]) < float(zoomed.split()[2])
+    zoomed = svg.get_attribute("viewBox")
     nb.page.mouse.move(cx + 5, cy + 5)
     nb.page.mouse.down()
     nb.page.mouse.move(cx + 80, cy + 60, steps=5)
@@ -196,6 +227,7 @@ def test_pan_zoom_export_and_errors(nb):
         nb.widget(0).locator(".gw-export").click()
     text = Path(dl.value.path()).read_text(encoding="utf-8")
     assert text.startswith("<svg") and text.count('class="node') == 10
+    assert re.search(r'<rect [^>]*fill="#ffffff"', text)  # readable in dark viewers too
 
     # Bad DOT and over-the-limit views: readable messages inside the widget.
     nb.execute("w.dot = 'digraph { a -> }'")
