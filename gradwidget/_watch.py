@@ -8,8 +8,8 @@ the watcher instruments per *sample*, not per step:
 * Per step, the only Python that runs is one forward hook on the root module (or, when
   watching plain tensors, one post-accumulate hook per leaf) doing a wall-clock check.
 * When a sample is due (every ``every`` seconds, default 0.15 s, spaced further apart if
-  sampling would take over ``max_overhead`` = 2% of the process's CPU time, and always on
-  the first step of a run), that step's autograd graph is walked with
+  a sample's CPU cost would exceed ``max_overhead`` = 1.5% of the time between samples,
+  and always on the first step of a run), that step's autograd graph is walked with
   :func:`gradwidget._capture.walk` -- the same deterministic order the widget's Graph was
   built in -- and a pre-hook is put on each op node of *that graph only*. The graph dies
   after backward and its hooks with it.
@@ -59,8 +59,8 @@ HIST_BINS = 32
 SMALL = 64
 #: Default minimum seconds between two samples.
 DEFAULT_EVERY = 0.15
-#: Default cap on the share of the process's CPU time spent sampling.
-DEFAULT_MAX_OVERHEAD = 0.02
+#: Default cap on the share of time spent sampling (cost of a sample / gap to the next).
+DEFAULT_MAX_OVERHEAD = 0.015
 
 
 def _engine_callback(fn: Callable[[], None]) -> bool:
@@ -268,8 +268,8 @@ class Watcher:
     lint : LintConfig, optional
     max_overhead : float
         Samples are spaced so that sampling (hooks, reductions, encoding, sending) takes
-        at most this share of the process's CPU time (default 2%): big graphs or a busy
-        machine lower the sample rate instead of slowing training.
+        at most this share of the time between samples (default 1.5%): big graphs lower
+        the sample rate instead of slowing training.
     """
 
     def __init__(
@@ -311,7 +311,6 @@ class Watcher:
         self._sample_handles: list[Any] = []  # this sample's node hooks
         self._probe_handles: list[Any] = []  # the one-step accumulation probe
         self._next = -math.inf  # wall clock (perf_counter) of the next due sample
-        self._cpu_next = -math.inf  # process CPU time before which sampling would cost too much
         self._cost = 0.0  # CPU seconds spent on the sample in flight
         self._force = True
         self._sampling = False
@@ -448,13 +447,13 @@ class Watcher:
     def step(self, *outputs: torch.Tensor) -> None:
         """Per-step cheap path for a loop the watcher cannot see: outputs before backward."""
         self.steps += 1
-        if self._force or (time.perf_counter() >= self._next and self._cpu_ok()):
+        if self._force or (time.perf_counter() >= self._next):
             self._arm([t for t in outputs if isinstance(t, torch.Tensor)], forced=self._force)
 
     # ---- the per-step path ----------------------------------------------------------------
     def _on_forward(self, module: Any, args: Any, out: Any) -> None:
         self.steps += 1
-        if self._force or (time.perf_counter() >= self._next and self._cpu_ok()):
+        if self._force or (time.perf_counter() >= self._next):
             try:
                 self._arm(_tensors_in(out), forced=self._force)
             except Exception as err:  # never break the user's training
@@ -464,7 +463,7 @@ class Watcher:
         if self._sampling:
             return
         self.steps += 1
-        if not (self._force or (time.perf_counter() >= self._next and self._cpu_ok())):
+        if not (self._force or (time.perf_counter() >= self._next)):
             return
         try:
             if not _engine_callback(self._finish_safe):
@@ -610,21 +609,13 @@ class Watcher:
             self._arm_probe(params)
         if self.on_sample is not None:
             self.on_sample(self, ids)
-        # Keep sampling (arm + reduce + send) under max_overhead of this process's CPU time.
-        cpu = time.process_time()
-        self._cost += cpu - cpu0
+        # Keep sampling (arm + reduce + send) under max_overhead of the training's time:
+        # after a sample costing c seconds, wait at least c / max_overhead.
+        self._cost += time.process_time() - cpu0
         self.last_cost = self._cost
         self.cpu_seconds += self._cost
         if self.every > 0 and self.max_overhead < 1:
-            self._cpu_next = cpu + self._cost / self.max_overhead
-
-    def _cpu_ok(self) -> bool:
-        """Wall clock says due: is the CPU budget fine too? (Read only when due.)"""
-        wait = self._cpu_next - time.process_time()
-        if wait <= 0:
-            return True
-        self._next = time.perf_counter() + wait  # wall time passes at least as fast
-        return False
+            self._next = max(self._next, time.perf_counter() + self._cost / self.max_overhead)
 
     def _name_of(self, nid: str, t: torch.Tensor) -> str:
         if nid in self.graph:

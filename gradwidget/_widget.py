@@ -377,8 +377,8 @@ class GradWidget(anywidget.AnyWidget):
         lint : LintConfig, optional
             Thresholds of the vanishing/exploding warnings.
         max_overhead : float
-            Share of the process's CPU time sampling may take (default 0.02); samples are
-            spaced further apart when they would cost more (big graphs, busy machines).
+            Share of the time sampling may take (default 0.015); samples are spaced
+            further apart when they would cost more (big graphs).
 
         Returns
         -------
@@ -482,10 +482,12 @@ def _view_state(graph: Graph, depth: int | None, expanded: Any) -> dict[str, Any
     return state
 
 
-def show(source: Any, **kw: Any) -> GradWidget:
-    """Display ``source`` (a Graph, an output tensor or a module) as a GradWidget."""
+def show(source: Any, **kw: Any) -> None:
+    """Display ``source`` (a Graph, an output tensor or a module) as a GradWidget.
+
+    Returns None, like ``display()``, so ``gw.show(loss)`` as the last line of a cell shows
+    one widget, not two; build ``GradWidget(source)`` yourself to keep a handle.
+    """
     from IPython.display import display
 
-    w = GradWidget(source, **kw)
-    display(w)
-    return w
+    display(GradWidget(source, **kw))

@@ -142,12 +142,14 @@ def test_graph_displays_as_the_widget(mlp):
     assert "text/plain" in bundle
 
 
-def test_show_returns_the_displayed_widget(mlp, monkeypatch):
+def test_show_displays_one_widget_and_returns_none(mlp, monkeypatch):
+    """``gw.show(x)`` as a cell's last line must not display the widget a second time."""
     model, x = mlp
     shown = []
     monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
-    w = gw.show(model, example_input=x, depth=0)
-    assert shown == [w] and isinstance(w, gw.GradWidget)
+    assert gw.show(model, example_input=x, depth=0) is None
+    assert len(shown) == 1 and isinstance(shown[0], gw.GradWidget)
+    assert shown[0].depth == 0
 
 
 def bundle_of(w) -> dict:

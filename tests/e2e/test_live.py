@@ -60,9 +60,16 @@ def test_colors_change_during_training(nb):
     assert initial.replace("|", "") == "", "no gradient colors before watching"
 
     seen: list[str] = []
+    log: list[str] = []
     deadline = time.monotonic() + 40
     while time.monotonic() < deadline:
         fills = nb.page.evaluate(FILLS_JS)
+        log.append(
+            nb.page.evaluate(
+                "() => { const l = document.querySelector('.gradwidget .gw-legend');"
+                " return l ? `${l.dataset.updates} ${l.textContent}` : '-'; }"
+            )
+        )
         if fills.replace("|", "") and (not seen or seen[-1] != fills):
             seen.append(fills)
             if len(seen) == 3:
@@ -74,8 +81,11 @@ def test_colors_change_during_training(nb):
             break
         time.sleep(0.15)
     nb.wait_cells_done(60)
+    samples = nb.py("w.watcher.samples")
     # Colored while the cell was still running, and the colors moved between samples.
-    assert len(seen) >= 3, f"saw {len(seen)} distinct colorings"
+    assert len(seen) >= 3, (
+        f"saw {len(seen)} distinct colorings from {samples} samples; legend over time: {log}"
+    )
     n_colored = [sum(1 for f in s.split("|") if f) for s in seen]
     assert max(n_colored) >= 5, n_colored
     legend = nb.widget().locator(".gw-legend")
