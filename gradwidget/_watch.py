@@ -311,7 +311,8 @@ class Watcher:
         self._sample_handles: list[Any] = []  # this sample's node hooks
         self._probe_handles: list[Any] = []  # the one-step accumulation probe
         self._next = -math.inf  # wall clock (perf_counter) of the next due sample
-        self._cost = 0.0  # CPU seconds spent on the sample in flight
+        self._cost = 0.0  # CPU seconds (this thread) spent on the sample in flight
+        self._recent: list[float] = []  # costs of the last samples
         self._force = True
         self._sampling = False
         self._grads: dict[str, torch.Tensor] = {}
@@ -509,7 +510,7 @@ class Watcher:
         roots = [t for t in outputs if t.grad_fn is not None]
         if not roots:
             return  # e.g. an eval forward under no_grad: wait for a real step
-        cpu0 = time.process_time()
+        cpu0 = time.thread_time()
         for h in self._sample_handles:
             h.remove()
         self._sample_handles = []
@@ -541,7 +542,7 @@ class Watcher:
             in_graph = {id(t) for _, t in leaves}
             leaves += [(self._leaf_id(p), p) for p in self._all_leaves() if id(p) not in in_graph]
         self._step_leaves = leaves
-        self._cost = time.process_time() - cpu0
+        self._cost = time.thread_time() - cpu0
 
     def _collector(self, nid: str, slot: int = 0) -> Callable[[tuple], None]:
         def collect(grad_outputs: tuple) -> None:
@@ -566,7 +567,7 @@ class Watcher:
 
     def _finish(self, probe: bool = True) -> None:
         """End of a sampled backward: reduce, lint, hand over."""
-        cpu0 = time.process_time()
+        cpu0 = time.thread_time()
         self._sampling = False
         for h in self._sample_handles:
             h.remove()
@@ -611,11 +612,15 @@ class Watcher:
             self.on_sample(self, ids)
         # Keep sampling (arm + reduce + send) under max_overhead of the training's time:
         # after a sample costing c seconds, wait at least c / max_overhead.
-        self._cost += time.process_time() - cpu0
+        self._cost += time.thread_time() - cpu0
         self.last_cost = self._cost
         self.cpu_seconds += self._cost
-        if self.every > 0 and self.max_overhead < 1:
-            self._next = max(self._next, time.perf_counter() + self._cost / self.max_overhead)
+        # The smallest of the last three costs: a GC pass or first-call warm-up landing in
+        # one sample must not stall the display for seconds.
+        self._recent = [*self._recent[-2:], self._cost]
+        if self.every > 0 and self.max_overhead < 1 and len(self._recent) > 1:
+            gap = min(self._recent) / self.max_overhead
+            self._next = max(self._next, time.perf_counter() + gap)
 
     def _name_of(self, nid: str, t: torch.Tensor) -> str:
         if nid in self.graph:
