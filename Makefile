@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.deps-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test test-unit test-browser test-notebooks lint format bench js clean system-deps
+.PHONY: setup demo test test-unit test-browser test-notebooks test-binder lint format bench js clean system-deps
 
 setup: system-deps $(STAMP) js
 	$(PIP) install -q --no-deps --no-build-isolation -e .
@@ -53,9 +53,15 @@ test-notebooks:
 	$(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-current-env \
 	  --nbval-sanitize-with notebooks/sanitize.cfg notebooks
 
+# The Binder recipe (binder/) in a fresh venv from a clean clone of the committed tree, then the
+# notebooks under nbval in that venv (no Docker here). Slow (see binder/test-recipe.sh): not in `test`.
+test-binder: $(STAMP)
+	bash binder/test-recipe.sh $(CURDIR)/$(PY)
+
 test: setup lint
 	$(PY) -m pytest -p no:cacheprovider tests
 	$(MAKE) --no-print-directory test-notebooks
+	$(MAKE) --no-print-directory test-binder
 
 bench: setup
 	$(PY) bench/run.py

@@ -136,7 +136,8 @@ class TrendLint:
                         nid,
                         s["name"],
                         f"The gradient of {s['name']} is vanishing: norm {g:.3g} is "
-                        f"{ratio:.2g}x its weight norm {w:.3g}, so it barely learns.",
+                        f"{ratio:.2g}x the norm of {s['name']} itself ({w:.3g}), "
+                        "so it barely learns.",
                         "Check for saturated activations (sigmoid/tanh), dead ReLUs or a "
                         "too-deep plain stack; use a better init (kaiming/xavier), "
                         "normalization layers, residual connections, or a larger learning rate.",
@@ -150,7 +151,7 @@ class TrendLint:
                         nid,
                         s["name"],
                         f"The gradient of {s['name']} is exploding: norm {g:.3g} against "
-                        f"weight norm {w:.3g}.",
+                        f"the norm of {s['name']} itself ({w:.3g}).",
                         "Lower the learning rate, clip gradients "
                         "(torch.nn.utils.clip_grad_norm_), normalize inputs/targets, or add "
                         "normalization layers.",

@@ -262,6 +262,7 @@ class Trainer:
 
     def __init__(self, widget: Any):
         self.w = widget
+        self._auto_watcher: Any = None  # the watcher a run started by itself, if any
         self._cond = threading.Condition(threading.RLock())
         self._body: Body | None = None
         self._seed: int | None = None
@@ -441,6 +442,8 @@ class Trainer:
                 for g in opt.param_groups:
                     g["lr"] = a.sweep[i]
             a.run["lrs"].append(float(opt.param_groups[0]["lr"]))
+            if i == a.total - 1:
+                self._watch("sample_next")  # the last step is always sampled
             yield i
             a.step = i + 1
             if a.sched is not None and i + 1 < a.total:
@@ -764,14 +767,23 @@ class Trainer:
     # -- live-gradient watcher (issue 4), when present --
 
     def _watch(self, method: str, *args: Any) -> None:
-        # Only begin_run/end_run: a watched module's forward hook sees each step by itself.
-        watcher = getattr(self.w, "_watcher", None)
-        fn = getattr(watcher, method, None) if watcher is not None else None
-        if callable(fn):
-            try:
+        # Only run boundaries: a watched module's forward hook sees each step by itself.
+        w = self.w
+        try:
+            if method == "begin_run" and w.auto_watch and w.module is not None:
+                current = getattr(w, "_watcher", None)
+                if current is None or current is self._auto_watcher:
+                    w.watch()  # a widget drawn from a module lights up while it trains
+                    self._auto_watcher = w._watcher
+            watcher = getattr(w, "_watcher", None)
+            fn = getattr(watcher, method, None) if watcher is not None else None
+            if callable(fn):
                 fn(*args)
-            except Exception as exc:  # the watcher must never break a run
-                self._message(f"Live gradients: {method} failed: {type(exc).__name__}: {exc}")
+            if method == "end_run" and self._auto_watcher is not None:
+                # Hooks live only while a run does; stats() keeps the last values.
+                self._auto_watcher.remove()
+        except Exception as exc:  # the watcher must never break a run
+            self._message(f"Live gradients: {method} failed: {type(exc).__name__}: {exc}")
 
 
 def _user_traceback(exc: BaseException) -> str:

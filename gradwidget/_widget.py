@@ -126,11 +126,14 @@ class GradWidget(anywidget.AnyWidget):
         *,
         depth: int | None = None,
         static_fallback: bool | None = None,
+        auto_watch: bool = True,
         **kw,
     ):
         graph, module = graph_from(source, example_input)
         self.graph = graph
         self.module = module
+        # Training runs watch the drawn module by themselves until watch() is called.
+        self.auto_watch = auto_watch
         self.static_fallback = STATIC_FALLBACK if static_fallback is None else static_fallback
         self._static_svg: tuple[str, str | None] = ("", None)  # (dot, svg) of the last picture
         # Everything goes into the comm_open state: no follow-up messages on creation.

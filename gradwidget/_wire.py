@@ -183,14 +183,16 @@ def encode_stats(index: dict[str, int], stats: dict[str, dict[str, Any]], step: 
     glen = np.zeros(n, dtype="<u4")
     dlen = np.zeros(n, dtype="<u4")
     values: list[float] = []
-    for r, (_, s) in enumerate(rows):
-        scal[r] = [s[c] for c in STAT_COLUMNS]
-        hist[r] = s["hist"]
-        g = s.get("values") or []
-        d = s.get("data") or []
-        glen[r], dlen[r] = len(g), len(d)
-        values += g
-        values += d
+    # Statistics beyond float32's range (an exploding run) are sent as ±inf, on purpose.
+    with np.errstate(over="ignore"):
+        for r, (_, s) in enumerate(rows):
+            scal[r] = [s[c] for c in STAT_COLUMNS]
+            hist[r] = s["hist"]
+            g = s.get("values") or []
+            d = s.get("data") or []
+            glen[r], dlen[r] = len(g), len(d)
+            values += g
+            values += d
     head = STATS_MAGIC + np.array([n, step & 0xFFFFFFFF, len(values)], dtype="<u4").tobytes()
     return b"".join(
         [

@@ -519,3 +519,35 @@ def test_live_gradient_watcher_follows_runs(setup):
     finally:
         w.unwatch()
     assert _hook_count(model) == 0
+
+
+def test_runs_watch_the_drawn_module_by_themselves(setup):
+    """A widget drawn from a module lights up while training without calling watch();
+    the hooks exist only while a run does, and every run (reruns too) is sampled."""
+    w, model, x, y = setup
+    w.train(_step_fn(model, x, y), steps=20)
+    assert w.watcher is not None and w.watcher.hook_count == 0
+    assert _hook_count(model) == 0
+    stats = w.stats()
+    assert {s["name"] for s in stats.values() if s["kind"] == "leaf"} == {
+        "0.weight",
+        "0.bias",
+        "2.weight",
+        "2.bias",
+    }
+    w.lr = 0.1
+    assert w.wait(30)
+    assert w.watcher.samples >= 2 and w.watcher.hook_count == 0  # first and last step
+
+
+def test_auto_watch_off_and_explicit_watch_are_respected():
+    model, x, y = _problem()
+    w = GradWidget(model, example_input=x, auto_watch=False)
+    w.train(_step_fn(model, x, y), steps=5)
+    assert w.stats() == {} and _hook_count(model) == 0
+    w2 = GradWidget(model, example_input=x)
+    watcher = w2.watch(every=0.0)
+    w2.train(_step_fn(model, x, y), steps=5)
+    assert w2.watcher is watcher and watcher.hook_count > 0  # the user's watch stays on
+    w2.unwatch()
+    assert watcher.hook_count == 0 and _hook_count(model) == 0
