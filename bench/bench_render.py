@@ -40,33 +40,20 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn as nn
+from _browser import ORIGIN, launch_options, route_static
 from ipywidgets.widgets.widget import _remove_buffers
 
 import gradwidget as gw
 from gradwidget._dot import view_of
 from gradwidget._loader import get_loader
 
-ROOT = Path(__file__).resolve().parents[1]
-STATIC = ROOT / "gradwidget" / "static"
 QUICK = bool(os.environ.get("BENCH_QUICK"))
 SAMPLES = 2 if QUICK else 5
 BUDGET_24_DEFAULT_MS = 300.0
 BUDGET_COMM_OPEN = 100_000
-ORIGIN = "http://gradwidget.bench"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 # ---- models ----------------------------------------------------------------------------------
@@ -125,12 +112,12 @@ def models() -> list[tuple[str, nn.Module, torch.Tensor, bool]]:
 
 # ---- the static page -------------------------------------------------------------------------
 PAGE = f"""<!doctype html><html><head><meta charset="utf-8">
-<link rel="stylesheet" href="{ORIGIN}/widget.css"></head>
+<link rel="stylesheet" href="{ORIGIN}/static/widget.css"></head>
 <body style="width:1200px"><script type="module">
 // The per-instance stub, handed the front-end and Graphviz as the loader widget hands them.
-import widget from "{ORIGIN}/stub.js";
-const frontend = import("{ORIGIN}/widget.js");
-const mod = await import("{ORIGIN}/viz.mjs");
+import widget from "{ORIGIN}/static/stub.js";
+const frontend = import("{ORIGIN}/static/widget.js");
+const mod = await import("{ORIGIN}/static/viz.mjs");
 const viz = mod.instance();
 await viz;
 await frontend;
@@ -175,22 +162,6 @@ window.__gwReady = true;
 </script></body></html>"""
 
 
-def serve(route) -> None:
-    name = route.request.url.removeprefix(ORIGIN + "/")
-    if name in ("", "index.html"):
-        return route.fulfill(body=PAGE, content_type="text/html")
-    if name == "viz.mjs":
-        import gzip
-
-        body = gzip.decompress((STATIC / "viz.mjs.gz").read_bytes())
-        return route.fulfill(body=body, content_type="text/javascript")
-    path = STATIC / name
-    if not path.is_file():
-        return route.fulfill(status=404, body="not found")
-    ctype = "text/css" if name.endswith(".css") else "text/javascript"
-    return route.fulfill(body=path.read_bytes(), content_type=ctype)
-
-
 def page_state(w: gw.GradWidget) -> dict:
     """The widget state as the browser sees it (buffers as base64 for the page to put back)."""
     state, paths, buffers = _remove_buffers(w.get_state())
@@ -230,16 +201,12 @@ def dot_ms(source: str) -> float | None:
 def main() -> int:
     from playwright.sync_api import sync_playwright
 
-    exe = os.environ.get("GRADWIDGET_CHROMIUM", "/usr/bin/chromium")
-    launch = {"headless": True, "args": CHROMIUM_ARGS}
-    if exe != "bundled":
-        launch["executable_path"] = exe
     rows, fails = [], []
     loader_bytes = comm_open_bytes(get_loader())
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(**launch)
+        browser = pw.chromium.launch(**launch_options())
         page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.route(f"{ORIGIN}/**", serve)
+        route_static(page, {"index.html": PAGE})
         page.goto(f"{ORIGIN}/index.html")
         page.wait_for_function("() => window.__gwReady === true", timeout=60_000)
         warm = gw.GradWidget(nn.Linear(2, 2), example_input=torch.randn(1, 2))

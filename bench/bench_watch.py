@@ -39,16 +39,13 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from _browser import ORIGIN, STATIC, launch_options, route_static
 
 import gradwidget as gw
 from gradwidget._watch import DEFAULT_EVERY, DEFAULT_MAX_OVERHEAD
@@ -56,7 +53,6 @@ from gradwidget._watch import DEFAULT_EVERY, DEFAULT_MAX_OVERHEAD
 BUDGET = 1.05
 RESTYLE_GOAL_MS = 16.0
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-STATIC = Path(gw.__file__).parent / "static"
 
 
 def tiny_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
@@ -265,9 +261,10 @@ def browser_restyle(n_updates: int) -> tuple[list[float], int, int] | str:
         from playwright.sync_api import sync_playwright
     except ImportError:
         return "skipped: playwright not installed"
-    exe = os.environ.get("GRADWIDGET_CHROMIUM", "/usr/bin/chromium")
-    if exe != "bundled" and not Path(exe).exists():
-        return f"skipped: no Chromium at {exe}"
+    try:
+        launch = launch_options()
+    except FileNotFoundError as e:
+        return f"skipped: {e}"
     if not (STATIC / "widget.js").exists():
         return "skipped: front-end not built (cd js && npm run build)"
 
@@ -283,62 +280,28 @@ def browser_restyle(n_updates: int) -> tuple[list[float], int, int] | str:
         loss.backward()
         blobs.append(bytes(w.grad_stats))
     w.unwatch()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "static").symlink_to(STATIC)
-        (root / "index.html").write_text(PAGE)
-        (root / "state.json").write_text(json.dumps(state))
-        (root / "updates.bin").write_bytes(b"".join(blobs))
-        (root / "sizes.json").write_text(json.dumps([len(b) for b in blobs]))
-        handler = partial(_QuietHandler, directory=str(root))
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-        thread.start()
+    files = {
+        "index.html": PAGE,
+        "state.json": json.dumps(state),
+        "updates.bin": b"".join(blobs),
+        "sizes.json": json.dumps([len(b) for b in blobs]),
+    }
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(**launch)
         try:
-            with sync_playwright() as pw:
-                kw = {"headless": True, "args": _chromium_args()}
-                if exe != "bundled":
-                    kw["executable_path"] = exe
-                browser = pw.chromium.launch(**kw)
-                try:
-                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                    errors: list[str] = []
-                    page.on("pageerror", lambda e: errors.append(str(e)))
-                    page.goto(f"http://127.0.0.1:{httpd.server_port}/index.html")
-                    page.wait_for_selector("svg g.node", timeout=60_000)
-                    res = page.evaluate(MEASURE_JS)
-                    if errors:
-                        return "failed: " + "; ".join(errors)
-                finally:
-                    browser.close()
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            route_static(page, files)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{ORIGIN}/index.html")
+            page.wait_for_selector("svg g.node", timeout=60_000)
+            res = page.evaluate(MEASURE_JS)
+            if errors:
+                return "failed: " + "; ".join(errors)
         finally:
-            httpd.shutdown()
-            thread.join()
+            browser.close()
     restyle = [t["restyle"] for t in res["times"]][1:]  # first: cold (JIT)
     return restyle, res["shapes"], res["painted"], len(w.graph)
-
-
-def _chromium_args() -> list[str]:
-    return [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ]
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    extensions_map: ClassVar[dict[str, str]] = {
-        **SimpleHTTPRequestHandler.extensions_map,
-        ".js": "text/javascript",
-    }
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 # ---- main ----------------------------------------------------------------------------------

@@ -184,6 +184,22 @@ class Graph:
         """The nodes of one kind, in forward order."""
         return [n for n in self.nodes if n.kind == kind]
 
+    def use_rank(self) -> dict[str, int]:
+        """Position of each node in the order the forward pass used it.
+
+        Ops and outputs rank by their own index; a leaf ranks by its first consumer, so the
+        parameters of an ``nn.Sequential`` come out layer by layer (``0.weight``,
+        ``0.bias``, ``2.weight``, ...) although the walk meets each bias before its weight.
+        """
+        index = {n.id: n.index for n in self.nodes}
+        rank = {n.id: n.index for n in self.nodes if n.kind != "leaf"}
+        for src, dst in self.edges:
+            if self[src].kind == "leaf":
+                rank[src] = min(rank.get(src, index[dst]), index[dst])
+        for n in self.nodes:
+            rank.setdefault(n.id, n.index)
+        return rank
+
     # ---- collapsing -------------------------------------------------------------------
     @property
     def max_depth(self) -> int:

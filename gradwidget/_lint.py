@@ -129,34 +129,27 @@ class TrendLint:
                 continue
             ratio = g / w if w > 0 else math.inf
             if kind == "vanishing":
-                out.append(
-                    _lint(
-                        kind,
-                        "warning",
-                        nid,
-                        s["name"],
-                        f"The gradient of {s['name']} is vanishing: norm {g:.3g} is "
-                        f"{ratio:.2g}x the norm of {s['name']} itself ({w:.3g}), "
-                        "so it barely learns.",
-                        "Check for saturated activations (sigmoid/tanh), dead ReLUs or a "
-                        "too-deep plain stack; use a better init (kaiming/xavier), "
-                        "normalization layers, residual connections, or a larger learning rate.",
-                    )
+                message = (
+                    f"The gradient of {s['name']} is vanishing: norm {g:.3g} is "
+                    f"{ratio:.2g}x the norm of {s['name']} itself ({w:.3g}), "
+                    "so it barely learns."
+                )
+                advice = (
+                    "Check for saturated activations (sigmoid/tanh), dead ReLUs or a "
+                    "too-deep plain stack; use a better init (kaiming/xavier), "
+                    "normalization layers, residual connections, or a larger learning rate."
                 )
             else:
-                out.append(
-                    _lint(
-                        kind,
-                        "warning",
-                        nid,
-                        s["name"],
-                        f"The gradient of {s['name']} is exploding: norm {g:.3g} against "
-                        f"the norm of {s['name']} itself ({w:.3g}).",
-                        "Lower the learning rate, clip gradients "
-                        "(torch.nn.utils.clip_grad_norm_), normalize inputs/targets, or add "
-                        "normalization layers.",
-                    )
+                message = (
+                    f"The gradient of {s['name']} is exploding: norm {g:.3g} against "
+                    f"the norm of {s['name']} itself ({w:.3g})."
                 )
+                advice = (
+                    "Lower the learning rate, clip gradients "
+                    "(torch.nn.utils.clip_grad_norm_), normalize inputs/targets, or add "
+                    "normalization layers."
+                )
+            out.append(_lint(kind, "warning", nid, s["name"], message, advice))
         for key in list(self._streak):
             if key not in seen:
                 del self._streak[key]

@@ -24,13 +24,16 @@ NODE_COLUMNS = (
     "source",
     "name",
     "saved_bytes",
+    "use_rank",
 )
 
 
 def node_table(graph: Graph) -> dict[str, list[Any]]:
     """Column-oriented node table (compact JSON); row ``i`` is DOT node ``n{i}``."""
     cols: dict[str, list[Any]] = {c: [] for c in NODE_COLUMNS}
+    rank = graph.use_rank()
     for n in graph.nodes:
+        cols["use_rank"].append(rank[n.id])
         cols["id"].append(n.id)
         cols["kind"].append(n.kind)
         cols["label"].append(n.label)

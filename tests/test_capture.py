@@ -1,14 +1,13 @@
 """capture(): the graph checked against torch's own autograd graph, case by case.
 
-Every graph is compared with an independent walk of ``grad_fn.next_functions`` done here
-(breadth first, not gradwidget's walk): ``#op == #reachable grad_fn - #AccumulateGrad``,
-``#leaf == #AccumulateGrad``, and the multiset of edges, named by op, equals the one
-``next_functions`` gives.
+Every graph is compared with an independent walk of ``grad_fn.next_functions``
+(``torch_reference.check_against_torch``; breadth first, not gradwidget's walk):
+``#op == #reachable grad_fn - #AccumulateGrad``, ``#leaf == #AccumulateGrad``, and the
+multiset of edges, named by op, equals the one ``next_functions`` gives.
 """
 
 from __future__ import annotations
 
-import collections
 import subprocess
 import sys
 
@@ -16,70 +15,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch_reference import Square, check_against_torch
 
 import gradwidget as gw
-
-ACC = "torch::autograd::AccumulateGrad"
-
-
-# ---- the reference: torch's graph, walked independently ----------------------------------
-def torch_graph(outputs):
-    """(reachable grad_fns, AccumulateGrad count, edge multiset named by op) from torch."""
-    outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
-    seen, queue = set(), collections.deque()
-    for t in outputs:
-        if t.grad_fn is not None and t.grad_fn not in seen:
-            seen.add(t.grad_fn)
-            queue.append(t.grad_fn)
-    while queue:
-        fn = queue.popleft()
-        for child, _ in fn.next_functions:
-            if child is not None and child not in seen:
-                seen.add(child)
-                queue.append(child)
-
-    def name(fn):
-        return "leaf" if fn.name() == ACC else fn.name().rsplit("::", 1)[-1]
-
-    edges = collections.Counter()
-    for fn in seen:
-        for child, _ in fn.next_functions:
-            if child is not None:
-                edges[(name(child), name(fn))] += 1
-    for t in outputs:
-        if t.grad_fn is not None:
-            edges[(name(t.grad_fn), "output")] += 1
-    n_acc = sum(1 for fn in seen if fn.name() == ACC)
-    return seen, n_acc, edges
-
-
-def check_against_torch(graph: gw.Graph, outputs) -> None:
-    """Assert the gradwidget convention against torch's graph."""
-    seen, n_acc, torch_edges = torch_graph(outputs)
-    ops, leaves = graph.of_kind("op"), graph.of_kind("leaf")
-    n_out = 1 if isinstance(outputs, torch.Tensor) else len(outputs)
-    assert len(ops) == len(seen) - n_acc
-    assert len(leaves) == n_acc
-    assert len(graph.of_kind("output")) == n_out
-    by_id = {n.id: n for n in graph.nodes}
-    assert len(by_id) == len(graph.nodes), "ids must be unique"
-    assert [n.index for n in graph.nodes] == list(range(len(graph.nodes)))
-
-    def name(n):
-        return n.op if n.kind == "op" else n.kind
-
-    ours = collections.Counter(
-        (name(by_id[a]), name(by_id[b])) for a, b in graph.edges if by_id[a].kind != "saved"
-    )
-    assert ours == torch_edges
-    # Forward (topological) order: every edge goes from an earlier node to a later one.
-    assert all(by_id[a].index < by_id[b].index for a, b in graph.edges)
-    # Op names are the grad_fn names torch reports.
-    want_ops = collections.Counter(fn.name().rsplit("::", 1)[-1] for fn in seen if fn.name() != ACC)
-    assert collections.Counter(n.op for n in ops) == want_ops
-    # Leaves carry their tensor's shape.
-    want_shapes = collections.Counter(tuple(fn.variable.shape) for fn in seen if fn.name() == ACC)
-    assert collections.Counter(n.shape for n in leaves) == want_shapes
 
 
 # ---- the cases the issue lists ---------------------------------------------------------------
@@ -153,18 +91,6 @@ def test_lstm():
     g = gw.capture(loss, module=lstm)
     check_against_torch(g, loss)
     assert "weight_ih_l0" in {n.name for n in g.of_kind("leaf")}
-
-
-class Square(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return 2 * x * grad
 
 
 def test_custom_autograd_function():
@@ -397,3 +323,15 @@ def test_freed_graph_says_retain_graph():
     loss2 = (x.exp() * x).sum()
     loss2.backward(retain_graph=True)
     check_against_torch(gw.capture(loss2), loss2)
+
+
+def test_use_rank_orders_parameters_layer_by_layer():
+    """The gradient-flow view lists parameters in the order the forward pass used them."""
+    model = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
+    with gw.record(model) as rec:
+        out = model(torch.randn(4, 2))
+    graph = rec.graph_of(out)
+    rank = graph.use_rank()
+    leaves = sorted(graph.of_kind("leaf"), key=lambda n: rank[n.id])
+    assert [n.name for n in leaves] == [name for name, _ in model.named_parameters()]
+    assert all(rank[n.id] == n.index for n in graph.nodes if n.kind != "leaf")

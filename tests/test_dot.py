@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import torch
 import torch.nn as nn
+from torch_reference import encoder
 
 import gradwidget as gw
 from gradwidget._dot import escape, to_dot, view_of
@@ -41,12 +42,6 @@ EVIL = [
     "tab\there",
     "ünïcødé ∂",
 ]
-
-
-def encoder(layers: int) -> nn.TransformerEncoder:
-    torch.manual_seed(0)
-    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
-    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
 def recorded(layers: int) -> gw.Graph:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import traitlets
+from torch_reference import Square
 
 import gradwidget as gw
 from gradwidget._jacobian import close, jacobian_matrix, summarize
@@ -70,20 +71,6 @@ def test_float64_kept():
     w = gw.jacobian(lambda t: t.cumsum(0) ** 2, x)
     assert w.J.dtype == torch.float64
     torch.testing.assert_close(w.J, reference(lambda t: t.cumsum(0) ** 2, x))
-
-
-class Square(torch.autograd.Function):
-    """Old-style autograd.Function (no setup_context): torch.func transforms refuse it."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 2 * x * g
 
 
 def test_falls_back_where_jacrev_cannot_run():

@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 import torch.nn as nn
-from test_capture import check_against_torch
 from torch.nn.modules import module as nn_module
+from torch_reference import Square, check_against_torch, encoder
 
 import gradwidget as gw
 
@@ -22,12 +22,6 @@ def hooks_and_modes() -> tuple[int, int, int]:
         len(nn_module._global_forward_hooks),
         torch._C._len_torch_function_stack(),
     )
-
-
-def encoder(layers: int = 2) -> nn.TransformerEncoder:
-    torch.manual_seed(0)
-    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
-    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
 def test_transformer_module_paths_and_source_line():
@@ -161,8 +155,6 @@ def test_record_cleans_up_even_when_the_block_raises():
 
 
 def test_custom_function_is_recorded():
-    from test_capture import Square
-
     x = torch.randn(4, requires_grad=True)
     with gw.record() as rec:
         y = Square.apply(x).sum()

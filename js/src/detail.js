@@ -1,6 +1,7 @@
 // Detail panel of the selected node: live histogram, norm sparkline, statistics, shape and
 // the actual values of small tensors (data | grad).
 import { drawHistogram, drawSparkline, fmt } from "./grad_plots.js";
+import { el } from "./dom.js";
 import { nodeTable } from "./wire.js";
 
 const STATS = [
@@ -18,42 +19,27 @@ const STATS = [
  * @returns {() => void} cleanup
  */
 export function mountDetail({ model, ctx, store }) {
-  const box = document.createElement("div");
-  box.className = "gw-detail";
+  const box = el("div", "gw-detail");
   box.hidden = true;
   ctx.panels.side.appendChild(box);
 
-  const title = document.createElement("div");
-  title.className = "gw-panel-title";
-  const meta = document.createElement("div");
-  meta.className = "gw-detail-meta";
-  const table = document.createElement("table");
-  table.className = "gw-detail-stats";
+  const title = el("div", "gw-panel-title", box);
+  const meta = el("div", "gw-detail-meta", box);
+  const empty = el("div", "gw-message", box);
+  const table = el("table", "gw-detail-stats", box);
   const cells = {};
   for (const [key, label] of STATS) {
-    const tr = document.createElement("tr");
-    const th = document.createElement("th");
-    th.textContent = label;
-    const td = document.createElement("td");
+    const tr = el("tr", "", table);
+    el("th", "", tr, label);
+    const td = el("td", "", tr);
     td.dataset.stat = key;
     cells[key] = td;
-    tr.append(th, td);
-    table.appendChild(tr);
   }
-  const histTitle = document.createElement("div");
-  histTitle.className = "gw-detail-sub";
-  histTitle.textContent = "gradient histogram";
-  const hist = document.createElement("canvas");
-  hist.className = "gw-hist";
-  const sparkTitle = document.createElement("div");
-  sparkTitle.className = "gw-detail-sub";
-  const spark = document.createElement("canvas");
-  spark.className = "gw-spark";
-  const values = document.createElement("div");
-  values.className = "gw-values";
-  const empty = document.createElement("div");
-  empty.className = "gw-message";
-  box.append(title, meta, empty, table, histTitle, hist, sparkTitle, spark, values);
+  const histTitle = el("div", "gw-detail-sub", box, "gradient histogram");
+  const hist = el("canvas", "gw-hist", box);
+  const sparkTitle = el("div", "gw-detail-sub", box);
+  const spark = el("canvas", "gw-spark", box);
+  const values = el("div", "gw-values", box);
 
   let pending = false;
   const row = () => {
@@ -85,7 +71,7 @@ export function mountDetail({ model, ctx, store }) {
     const has = Boolean(s);
     empty.hidden = has;
     empty.textContent = "No gradient sampled for this node yet.";
-    for (const el of [table, histTitle, hist, sparkTitle, spark, values]) el.hidden = !has;
+    for (const part of [table, histTitle, hist, sparkTitle, spark, values]) part.hidden = !has;
     if (!has) return;
     for (const [key] of STATS) {
       cells[key].textContent = key === "nonfinite" ? String(s.nonfinite) : fmt(s[key]);
@@ -123,33 +109,22 @@ export function mountDetail({ model, ctx, store }) {
 
 /**
  * micrograd-style "data | grad" table for tensors of at most 64 elements.
- * @param {HTMLElement} el
+ * @param {HTMLElement} host
  * @param {import("./live.js").NodeStats} s
  */
-function renderValues(el, s) {
-  el.replaceChildren();
+function renderValues(host, s) {
+  host.replaceChildren();
   if (!s.values) {
-    el.hidden = true;
+    host.hidden = true;
     return;
   }
-  const t = document.createElement("table");
-  t.className = "gw-values-table";
-  const head = document.createElement("tr");
-  for (const h of s.data ? ["#", "data", "grad"] : ["#", "grad"]) {
-    const th = document.createElement("th");
-    th.textContent = h;
-    head.appendChild(th);
-  }
-  t.appendChild(head);
+  const t = el("table", "gw-values-table");
+  const head = el("tr", "", t);
+  for (const h of s.data ? ["#", "data", "grad"] : ["#", "grad"]) el("th", "", head, h);
   for (let i = 0; i < s.values.length; i++) {
-    const tr = document.createElement("tr");
+    const tr = el("tr", "", t);
     const cols = s.data ? [i, fmt(s.data[i]), fmt(s.values[i])] : [i, fmt(s.values[i])];
-    for (const v of cols) {
-      const td = document.createElement("td");
-      td.textContent = String(v);
-      tr.appendChild(td);
-    }
-    t.appendChild(tr);
+    for (const v of cols) el("td", "", tr, String(v));
   }
-  el.appendChild(t);
+  host.appendChild(t);
 }

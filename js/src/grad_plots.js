@@ -1,25 +1,7 @@
 // Small canvas plots of live gradients: histogram, norm sparkline, gradient flow.
+import { hidpiContext as prepare } from "./canvas.js";
+import { el } from "./dom.js";
 import { nodeTable } from "./wire.js";
-
-/**
- * Size a canvas for the device pixel ratio and return its 2D context in CSS pixels.
- * @param {HTMLCanvasElement} canvas
- * @param {number} w CSS width
- * @param {number} h CSS height
- */
-function prepare(canvas, w, h) {
-  const dpr = window.devicePixelRatio || 1;
-  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
-    canvas.width = Math.round(w * dpr);
-    canvas.height = Math.round(h * dpr);
-    canvas.style.width = `${w}px`;
-    canvas.style.height = `${h}px`;
-  }
-  const g = canvas.getContext("2d");
-  g.setTransform(dpr, 0, 0, dpr, 0, 0);
-  g.clearRect(0, 0, w, h);
-  return g;
-}
 
 /** Theme colors read from CSS variables of the widget root. */
 function colors(el) {
@@ -205,15 +187,10 @@ export function drawFlow(canvas, layers, w = 560, h = 150) {
  * @returns {() => void} cleanup
  */
 export function mountFlow({ model, ctx, store }) {
-  const box = document.createElement("div");
-  box.className = "gw-flow";
+  const box = el("div", "gw-flow");
   box.hidden = true;
-  const title = document.createElement("div");
-  title.className = "gw-panel-title";
-  title.textContent = "Gradient flow: mean |grad| (dark) and max |grad| (light) per parameter, forward order";
-  const canvas = document.createElement("canvas");
-  canvas.className = "gw-flow-canvas";
-  box.append(title, canvas);
+  el("div", "gw-panel-title", box, "Gradient flow: mean |grad| (dark) and max |grad| (light) per parameter, forward order");
+  const canvas = el("canvas", "gw-flow-canvas", box);
   ctx.panels.bottom.appendChild(box);
   let pending = false;
 

@@ -1,6 +1,7 @@
 // The graph pane: lays out the DOT once per structure change and restyles in place.
 import { MAX_UNITS, countUnits, describeError, getViz, layout } from "./graphviz.js";
 import { applyStyles, resolveStyles } from "./node_styles.js";
+import { el } from "./dom.js";
 import { panZoom } from "./panzoom.js";
 import { dotText, moduleTable, nodeTable } from "./wire.js";
 
@@ -42,39 +43,25 @@ function boxFor(path, boxOfPath) {
  * @param {{model: any, host: any, el: HTMLElement, ctx: any}} args
  * @returns {() => void} cleanup
  */
-export function mountGraph({ model, host, el, ctx }) {
-  const pane = document.createElement("div");
-  pane.className = "gw-graph";
+export function mountGraph({ model, host, el: parent, ctx }) {
+  const pane = el("div", "gw-graph", parent);
   pane.tabIndex = 0;
-  const stage = document.createElement("div");
-  stage.className = "gw-stage";
-  const status = document.createElement("div");
-  status.className = "gw-status";
+  const stage = el("div", "gw-stage", pane);
+  const status = el("div", "gw-status", pane);
   status.hidden = true;
-  const tip = document.createElement("div");
-  tip.className = "gw-tooltip";
+  const tip = el("div", "gw-tooltip", pane);
   tip.hidden = true;
-  pane.append(stage, status, tip);
-  el.appendChild(pane);
   const pz = panZoom(pane);
 
   // ---- header tools: depth, fit, export ------------------------------------------------
   const tools = ctx.panels.header || ctx.panels.toolbar;
-  const depthLabel = document.createElement("label");
-  depthLabel.className = "gw-depth";
-  depthLabel.textContent = "depth ";
-  const depthSel = document.createElement("select");
+  const depthLabel = el("label", "gw-depth", tools, "depth ");
+  const depthSel = el("select", "", depthLabel);
   depthSel.title = "Module nesting level drawn open (auto keeps the view near 150 boxes)";
-  depthLabel.appendChild(depthSel);
-  const fitBtn = document.createElement("button");
-  fitBtn.className = "gw-fit";
-  fitBtn.textContent = "Fit";
+  const fitBtn = el("button", "gw-fit", tools, "Fit");
   fitBtn.title = "Fit the whole graph in view";
-  const exportBtn = document.createElement("button");
-  exportBtn.className = "gw-export";
-  exportBtn.textContent = "SVG";
+  const exportBtn = el("button", "gw-export", tools, "SVG");
   exportBtn.title = "Download the rendered graph as SVG";
-  tools.append(depthLabel, fitBtn, exportBtn);
 
   const fillDepth = () => {
     const max = model.get("max_depth") || 0;
@@ -83,9 +70,8 @@ export function mountGraph({ model, host, el, ctx }) {
     for (let d = 0; d <= max; d += 1) opts.push([String(d), String(d)]);
     depthSel.replaceChildren(
       ...opts.map(([v, t]) => {
-        const o = document.createElement("option");
+        const o = el("option", "", undefined, t);
         o.value = v;
-        o.textContent = t;
         return o;
       }),
     );
@@ -151,10 +137,7 @@ export function mountGraph({ model, host, el, ctx }) {
     svg = null;
     units = new Map();
     applied.clear();
-    const div = document.createElement("div");
-    div.className = `gw-message ${cls}`.trim();
-    div.textContent = text;
-    stage.replaceChildren(div);
+    stage.replaceChildren(el("div", `gw-message ${cls}`.trim(), undefined, text));
     status.hidden = true;
     pane.style.height = "";
   }
@@ -364,12 +347,8 @@ export function mountGraph({ model, host, el, ctx }) {
       const rows = describe(g);
       tip.replaceChildren(
         ...rows.map(([k, v]) => {
-          const row = document.createElement("div");
-          if (k) {
-            const b = document.createElement("b");
-            b.textContent = `${k}: `;
-            row.appendChild(b);
-          } else row.className = "gw-hint";
+          const row = el("div", k ? "" : "gw-hint");
+          if (k) el("b", "", row, `${k}: `);
           row.appendChild(document.createTextNode(String(v)));
           return row;
         }),
@@ -444,24 +423,21 @@ export function mountGraph({ model, host, el, ctx }) {
     restyleSelection(false);
   };
   const onSelected = () => restyleSelection(true);
-  model.on("change:dot", draw);
-  model.on("change:view_error", draw);
-  model.on("change:nodes", onNodes);
-  model.on("change:view_modules", onModules);
-  model.on("change:selected", onSelected);
-  model.on("change:max_depth", fillDepth);
-  model.on("change:depth", fillDepth);
+  const listeners = [
+    ["change:dot", draw],
+    ["change:view_error", draw],
+    ["change:nodes", onNodes],
+    ["change:view_modules", onModules],
+    ["change:selected", onSelected],
+    ["change:max_depth", fillDepth],
+    ["change:depth", fillDepth],
+  ];
+  for (const [event, fn] of listeners) model.on(event, fn);
   fillDepth();
   draw();
   return () => {
     generation += 1;
     pz.destroy();
-    model.off("change:dot", draw);
-    model.off("change:view_error", draw);
-    model.off("change:nodes", onNodes);
-    model.off("change:view_modules", onModules);
-    model.off("change:selected", onSelected);
-    model.off("change:max_depth", fillDepth);
-    model.off("change:depth", fillDepth);
+    for (const [event, fn] of listeners) model.off(event, fn);
   };
 }

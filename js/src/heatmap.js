@@ -1,5 +1,6 @@
 // The Jacobian heatmap: cells, labelled axes, hover read-out, colorbar and column strips.
 import { gradientCss, paint } from "./colormap.js";
+import { el } from "./dom.js";
 import { fmt } from "./jacobian_axes.js";
 
 const MAX_W = 560;
@@ -23,14 +24,6 @@ export function cellSize(rows, cols) {
   };
 }
 
-function div(cls, parent, text) {
-  const d = document.createElement("div");
-  d.className = cls;
-  if (text !== undefined) d.textContent = text;
-  if (parent) parent.appendChild(d);
-  return d;
-}
-
 /** Inclusive index range of a displayed cell: "5" or "4–7". */
 function span(k, block, total) {
   const lo = k * block;
@@ -43,11 +36,11 @@ function span(k, block, total) {
  * @param {HTMLElement} root
  */
 export function makeTooltip(root) {
-  const tip = div("gw-jac-tip", root);
+  const tip = el("div", "gw-jac-tip", root);
   tip.hidden = true;
   return {
     show(evt, lines) {
-      tip.replaceChildren(...lines.map((l) => div("", null, l)));
+      tip.replaceChildren(...lines.map((l) => el("div", "", null, l)));
       tip.hidden = false;
       const box = root.getBoundingClientRect();
       tip.style.left = `${evt.clientX - box.left + 14}px`;
@@ -72,50 +65,50 @@ export function makeTooltip(root) {
  * @param {(row: number) => void} opts.onPickRow called with an output index on click
  * @returns {{selectRow: (row: number|null) => void, strip: (label: string, cls: string) => any}}
  */
-export function mountHeatmap({ el, axes, values, vmax, reduce, outLabel, tooltip, onPickRow }) {
+export function mountHeatmap({ el: host, axes, values, vmax, reduce, outLabel, tooltip, onPickRow }) {
   const { rows, cols, rb, cb, m, n } = axes;
   const { cw, ch } = cellSize(rows, cols);
   const W = cols * cw;
   const H = rows * ch;
-  const grid = div("gw-jac-grid", el);
+  const grid = el("div", "gw-jac-grid", host);
   grid.style.gridTemplateColumns = `auto ${W}px auto`;
 
   // Row 1: input groups over their columns.
-  div("", grid);
-  const top = div("gw-jac-groups", grid);
+  el("div", "", grid);
+  const top = el("div", "gw-jac-groups", grid);
   for (const g of axes.groups) {
     const w = (g.size / cb) * cw;
     const shape = `(${g.shape.join(", ")}${g.shape.length === 1 ? "," : ""})`;
-    const cell = div("gw-jac-group", top, `${g.name} ${shape}`);
+    const cell = el("div", "gw-jac-group", top, `${g.name} ${shape}`);
     cell.style.width = `${w}px`;
     cell.title = `${g.name}: shape ${shape}, columns ${g.start}–${g.start + g.size - 1}`;
   }
-  div("", grid);
+  el("div", "", grid);
   if (cols <= 40 && cw >= 16 && cb === 1) {
-    div("", grid);
-    const ticks = div("gw-jac-col-ticks", grid);
+    el("div", "", grid);
+    const ticks = el("div", "gw-jac-col-ticks", grid);
     for (let j = 0; j < cols; j++) {
       const label = axes.colLabel(j);
-      const t = div("gw-jac-col-tick", ticks, label.slice(label.indexOf("[")));
+      const t = el("div", "gw-jac-col-tick", ticks, label.slice(label.indexOf("[")));
       t.style.width = `${cw}px`;
       t.title = label;
     }
-    div("", grid);
+    el("div", "", grid);
   }
 
   // Row 2: output axis, heatmap, colorbar.
-  const left = div("gw-jac-rows", grid);
-  const axisLabel = div("gw-jac-axis-label", left, outLabel);
+  const left = el("div", "gw-jac-rows", grid);
+  const axisLabel = el("div", "gw-jac-axis-label", left, outLabel);
   axisLabel.title = `outputs: ${m} rows`;
   if (rows <= 40 && ch >= 12 && rb === 1) {
-    const ticks = div("gw-jac-row-ticks", left);
+    const ticks = el("div", "gw-jac-row-ticks", left);
     for (let i = 0; i < rows; i++) {
-      const t = div("gw-jac-row-tick", ticks, axes.rowLabel(i));
+      const t = el("div", "gw-jac-row-tick", ticks, axes.rowLabel(i));
       t.style.height = `${ch}px`;
       t.style.lineHeight = `${ch}px`;
     }
   }
-  const wrap = div("gw-jac-heat", grid);
+  const wrap = el("div", "gw-jac-heat", grid);
   wrap.style.width = `${W}px`;
   wrap.style.height = `${H}px`;
   const canvas = document.createElement("canvas");
@@ -125,26 +118,26 @@ export function mountHeatmap({ el, axes, values, vmax, reduce, outLabel, tooltip
   wrap.appendChild(canvas);
   paint(canvas, values, rows, cols, vmax);
   for (const g of axes.groups.slice(1)) {
-    const sep = div("gw-jac-sep", wrap);
+    const sep = el("div", "gw-jac-sep", wrap);
     sep.style.left = `${(g.start / cb) * cw}px`;
   }
-  const rowMark = div("gw-jac-rowmark", wrap);
+  const rowMark = el("div", "gw-jac-rowmark", wrap);
   rowMark.style.height = `${ch}px`;
   rowMark.hidden = true;
-  const hover = div("gw-jac-hover", wrap);
+  const hover = el("div", "gw-jac-hover", wrap);
   hover.style.width = `${cw}px`;
   hover.style.height = `${ch}px`;
   hover.hidden = true;
 
-  const bar = div("gw-jac-colorbar", grid);
-  const ramp = div("gw-jac-ramp", bar);
+  const bar = el("div", "gw-jac-colorbar", grid);
+  const ramp = el("div", "gw-jac-ramp", bar);
   ramp.style.background = gradientCss();
   ramp.style.height = `${Math.max(60, Math.min(H, 240))}px`;
-  const labels = div("gw-jac-ramp-labels", bar);
+  const labels = el("div", "gw-jac-ramp-labels", bar);
   labels.style.height = ramp.style.height;
-  div("", labels, `+${fmt(vmax)}`);
-  div("", labels, "0");
-  div("", labels, `−${fmt(vmax)}`);
+  el("div", "", labels, `+${fmt(vmax)}`);
+  el("div", "", labels, "0");
+  el("div", "", labels, `−${fmt(vmax)}`);
 
   const cellAt = (evt) => {
     const box = canvas.getBoundingClientRect();
@@ -206,13 +199,13 @@ export function mountHeatmap({ el, axes, values, vmax, reduce, outLabel, tooltip
  */
 function mountStrip({ grid, label, cls, axes, W, tooltip }) {
   const { cols, cb, n } = axes;
-  div("gw-jac-strip-label", grid, label);
-  const wrap = div(`gw-jac-strip ${cls}`, grid);
+  el("div", "gw-jac-strip-label", grid, label);
+  const wrap = el("div", `gw-jac-strip ${cls}`, grid);
   wrap.style.width = `${W}px`;
   const canvas = document.createElement("canvas");
   canvas.style.width = `${W}px`;
   wrap.appendChild(canvas);
-  const scale = div("gw-jac-strip-scale", grid);
+  const scale = el("div", "gw-jac-strip-scale", grid);
   let current = new Float32Array(0);
   wrap.addEventListener("mousemove", (evt) => {
     const box = canvas.getBoundingClientRect();

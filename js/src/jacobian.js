@@ -4,18 +4,11 @@ import "./jacobian.css";
 import { axesOf, fmt } from "./jacobian_axes.js";
 import { makeTooltip, mountHeatmap } from "./heatmap.js";
 import { mountVector } from "./vector_controls.js";
+import { el } from "./dom.js";
 import { float32 } from "./wire.js";
 
 /** Values shown as numbers (not only colors) when J has at most this many columns. */
 const MAX_NUMBERS = 12;
-
-function div(cls, parent, text) {
-  const d = document.createElement("div");
-  d.className = cls;
-  if (text !== undefined) d.textContent = text;
-  if (parent) parent.appendChild(d);
-  return d;
-}
 
 const shapeText = (shape) => `(${shape.join(", ")}${shape.length === 1 ? "," : ""})`;
 
@@ -32,22 +25,23 @@ function oneHotIndex(v) {
 
 /** Header line: what J is and how it was computed. */
 function mountHeader({ model, root, axes }) {
-  const head = div("gw-jac-header", root);
+  const head = el("div", "gw-jac-header", root);
   const title = model.get("title");
-  if (title) div("gw-jac-title", head, title);
+  if (title) el("div", "gw-jac-title", head, title);
   const method = model.get("method") === "jacrev" ? "torch.func.jacrev" : "torch.autograd.functional.jacobian";
   const y = model.get("out_name");
   const names = axes.groups.map((g) => g.name);
   const wrt = names.length === 1 ? names[0] : `(${names.join(", ")})`;
   const ins = axes.groups.map((g) => `${g.name} ${shapeText(g.shape)}`).join(", ");
-  div(
+  el(
+    "div",
     "gw-jac-summary",
     head,
     `J = ∂${y}/∂${wrt}: ${axes.m} × ${axes.n} · ${y} ${shapeText(model.get("out_shape"))} ← ${ins}` +
       ` · computed with ${method}`,
   );
   const note = model.get("note");
-  if (note) div("gw-jac-note", head, note);
+  if (note) el("div", "gw-jac-note", head, note);
 }
 
 /** The kernel's vᵀJ results: colored strips, numbers, agreement and x.grad status. */
@@ -57,10 +51,10 @@ function mountResults({ model, root, heat, axes, listen }) {
     backward: heat.strip("y.backward(v)", "gw-jac-strip-backward"),
     grad: heat.strip("x.grad", "gw-jac-strip-grad"),
   };
-  const out = div("gw-jac-results", root);
-  const agree = div("gw-jac-agree", out);
-  const numbers = div("gw-jac-values", out);
-  const status = div("gw-jac-grad-status", out);
+  const out = el("div", "gw-jac-results", root);
+  const agree = el("div", "gw-jac-agree", out);
+  const numbers = el("div", "gw-jac-values", out);
+  const status = el("div", "gw-jac-grad-status", out);
 
   const update = () => {
     const view = model.get("vjp_view");
@@ -88,9 +82,9 @@ function mountResults({ model, root, heat, axes, listen }) {
         ["x.grad", "grad"],
       ];
       for (const [label, key] of rows) {
-        const line = div(`gw-jac-values-row gw-jac-values-${key}`, numbers);
-        div("gw-jac-values-label", line, label);
-        div("gw-jac-values-data", line, `[${Array.from(arrays[key], fmt).join(", ")}]`);
+        const line = el("div", `gw-jac-values-row gw-jac-values-${key}`, numbers);
+        el("div", "gw-jac-values-label", line, label);
+        el("div", "gw-jac-values-data", line, `[${Array.from(arrays[key], fmt).join(", ")}]`);
       }
     }
 
@@ -116,7 +110,7 @@ function mountResults({ model, root, heat, axes, listen }) {
 
 /** Accumulation toggle and the backward / zero_grad buttons. */
 function mountAccumulation({ model, root, listen }) {
-  const box = div("gw-jac-acc", root);
+  const box = el("div", "gw-jac-acc", root);
   const label = document.createElement("label");
   label.className = "gw-jac-acc-toggle";
   const check = document.createElement("input");
@@ -147,9 +141,9 @@ function mountAccumulation({ model, root, listen }) {
 }
 
 export default {
-  render({ model, el }) {
+  render({ model, el: host }) {
     const t0 = performance.now();
-    const root = div("gradwidget gw-jacobian", el);
+    const root = el("div", "gradwidget gw-jacobian", host);
     // Every model listener of this view, removed when the view goes (re-display, close).
     const unlisten = [];
     const listen = (event, fn) => {
@@ -160,7 +154,7 @@ export default {
     const tooltip = makeTooltip(root);
     mountHeader({ model, root, axes });
     const shape = shapeText(model.get("out_shape"));
-    const plot = div("gw-jac-plot", root);
+    const plot = el("div", "gw-jac-plot", root);
     let editor = null;
     const heat = mountHeatmap({
       el: plot,

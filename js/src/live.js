@@ -3,6 +3,7 @@
 // and the gradient-flow plot. The wire format mirrors gradwidget/_wire.py encode_stats.
 import { mountDetail } from "./detail.js";
 import { fmt, mountFlow } from "./grad_plots.js";
+import { el } from "./dom.js";
 import { nodeTable } from "./wire.js";
 
 /** Per-node float32 columns, in the order of _wire.STAT_COLUMNS. */
@@ -188,24 +189,16 @@ export class GradStore {
 
 // ---- the view ----------------------------------------------------------------------------------
 function mountLegend(ctx) {
-  const legend = document.createElement("span");
-  legend.className = "gw-legend";
+  const legend = el("span", "gw-legend");
   legend.hidden = true;
   legend.title = "Node fill: L2 norm of the gradient, log scale (viridis). Magenta with a NaN badge: NaN/Inf in the gradient.";
-  const label = document.createElement("span");
-  label.className = "gw-legend-label";
-  label.textContent = "|grad|";
-  const lo = document.createElement("span");
-  const bar = document.createElement("span");
-  bar.className = "gw-legend-bar";
-  bar.style.background = viridisCss();
-  const hi = document.createElement("span");
-  const nan = document.createElement("span");
-  nan.className = "gw-legend-nan";
-  nan.textContent = "NaN/Inf";
+  el("span", "gw-legend-label", legend, "|grad|");
+  const lo = el("span", "", legend);
+  el("span", "gw-legend-bar", legend).style.background = viridisCss();
+  const hi = el("span", "", legend);
+  const nan = el("span", "gw-legend-nan", legend, "NaN/Inf");
   nan.style.background = NONFINITE.fill;
   nan.style.borderColor = NONFINITE.stroke;
-  legend.append(label, lo, bar, hi, nan);
   ctx.panels.toolbar.appendChild(legend);
   return {
     el: legend,
@@ -219,8 +212,7 @@ function mountLegend(ctx) {
 }
 
 function mountLint({ model, ctx }) {
-  const box = document.createElement("div");
-  box.className = "gw-lint";
+  const box = el("div", "gw-lint");
   box.hidden = true;
   ctx.panels.bottom.prepend(box);
   const render = () => {
@@ -228,26 +220,17 @@ function mountLint({ model, ctx }) {
     box.replaceChildren();
     box.hidden = lints.length === 0;
     for (const l of lints) {
-      const item = document.createElement("div");
-      item.className = `gw-lint-item gw-lint-${l.severity}`;
+      const item = el("div", `gw-lint-item gw-lint-${l.severity}`, box);
       item.dataset.code = l.code;
-      const head = document.createElement("button");
-      head.className = "gw-lint-node";
-      head.textContent = l.name;
+      const head = el("button", "gw-lint-node", item, l.name);
       head.title = "Select this node";
       head.addEventListener("click", () => {
         if (!l.node || !(nodeTable(model).id || []).includes(l.node)) return;
         model.set("selected", l.node);
         model.save_changes();
       });
-      const msg = document.createElement("span");
-      msg.className = "gw-lint-msg";
-      msg.textContent = ` ${l.message} `;
-      const advice = document.createElement("span");
-      advice.className = "gw-lint-advice";
-      advice.textContent = l.advice;
-      item.append(head, msg, advice);
-      box.appendChild(item);
+      el("span", "gw-lint-msg", item, ` ${l.message} `);
+      el("span", "gw-lint-advice", item, l.advice);
     }
   };
   model.on("change:grad_lint", render);

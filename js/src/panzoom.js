@@ -2,6 +2,7 @@
 // A plain wheel over the graph scrolls the notebook, as everywhere else on the page; it zooms
 // with Ctrl/⌘ held (trackpad pinch arrives as ctrl+wheel) or once the graph has focus (after
 // a click in it). A plain wheel over an unfocused graph shows a short hint saying so.
+import { el } from "./dom.js";
 
 const DRAG_THRESHOLD_PX = 4;
 /** How long the "how to zoom" hint stays up after a plain wheel, ms. */
@@ -71,10 +72,10 @@ export function panZoom(pane) {
     return { x: view.x + (clientX - r.left) * k, y: view.y + (clientY - r.top) * k };
   }
 
-  /** Pan so `el` (inside the svg) is centered, when it is outside the view. */
-  function center(el) {
-    if (!svg || !el) return;
-    const g = /** @type {SVGGraphicsElement} */ (el);
+  /** Pan so `target` (inside the svg) is centered, when it is outside the view. */
+  function center(target) {
+    if (!svg || !target) return;
+    const g = /** @type {SVGGraphicsElement} */ (target);
     const bb = g.getBBox?.();
     const outer = svg.getScreenCTM?.();
     const inner = g.getScreenCTM?.();
@@ -92,11 +93,8 @@ export function panZoom(pane) {
     }
   }
 
-  const hint = document.createElement("div");
-  hint.className = "gw-zoom-hint";
-  hint.textContent = `${/Mac|iP/.test(navigator.platform) ? "⌘" : "Ctrl"} + scroll to zoom, or click the graph first`;
+  const hint = el("div", "gw-zoom-hint", pane, `${/Mac|iP/.test(navigator.platform) ? "⌘" : "Ctrl"} + scroll to zoom, or click the graph first`);
   hint.hidden = true;
-  pane.appendChild(hint);
   let hintTimer = 0;
   const showHint = () => {
     hint.hidden = false;
@@ -150,11 +148,14 @@ export function panZoom(pane) {
     if (dragged) setTimeout(() => (dragged = false), 0);
     ev.stopPropagation();
   };
-  pane.addEventListener("wheel", onWheel, { passive: false });
-  pane.addEventListener("pointerdown", onDown);
-  pane.addEventListener("pointermove", onMove);
-  pane.addEventListener("pointerup", onUp);
-  pane.addEventListener("pointercancel", onUp);
+  const listeners = [
+    ["wheel", onWheel, { passive: false }],
+    ["pointerdown", onDown],
+    ["pointermove", onMove],
+    ["pointerup", onUp],
+    ["pointercancel", onUp],
+  ];
+  for (const [type, fn, opts] of listeners) pane.addEventListener(type, fn, opts);
 
   return {
     setSvg(next) {
@@ -183,11 +184,7 @@ export function panZoom(pane) {
     destroy() {
       clearTimeout(hintTimer);
       hint.remove();
-      pane.removeEventListener("wheel", onWheel);
-      pane.removeEventListener("pointerdown", onDown);
-      pane.removeEventListener("pointermove", onMove);
-      pane.removeEventListener("pointerup", onUp);
-      pane.removeEventListener("pointercancel", onUp);
+      for (const [type, fn] of listeners) pane.removeEventListener(type, fn);
     },
   };
 }

@@ -2,6 +2,8 @@
 // diverged marked), the lr-per-step schedule under them, and the lr range test plot.
 // Loss points arrive as binary custom messages holding only the new points
 // (gradwidget/_wire.py run_points); run metadata comes from the run_info trait.
+import { hidpiContext as prepare } from "./canvas.js";
+import { el } from "./dom.js";
 import { float32 } from "./wire.js";
 import { formatLr } from "./controls.js";
 
@@ -36,23 +38,6 @@ function fmt(v) {
   const a = Math.abs(v);
   if (a !== 0 && (a < 1e-3 || a >= 1e4)) return v.toExponential(1);
   return String(Number(v.toPrecision(3)));
-}
-
-/**
- * Size a canvas for the device pixel ratio and return its 2D context in CSS pixels.
- * @param {HTMLCanvasElement} canvas @param {number} w @param {number} hgt
- */
-function prepare(canvas, w, hgt) {
-  const dpr = globalThis.devicePixelRatio || 1;
-  canvas.width = Math.round(w * dpr);
-  canvas.height = Math.round(hgt * dpr);
-  canvas.style.width = `${w}px`;
-  canvas.style.height = `${hgt}px`;
-  const g = canvas.getContext("2d");
-  g.setTransform(dpr, 0, 0, dpr, 0, 0);
-  g.clearRect(0, 0, w, hgt);
-  g.font = "10px sans-serif";
-  return g;
 }
 
 function cssVar(el, name, fallback) {
@@ -95,31 +80,17 @@ export function mountRunsPlot({ model, ctx }) {
     return data.get(id);
   };
 
-  const lossCanvas = document.createElement("canvas");
-  lossCanvas.className = "gw-loss-canvas";
-  const lrCanvas = document.createElement("canvas");
-  lrCanvas.className = "gw-lr-canvas";
-  const legend = document.createElement("div");
-  legend.className = "gw-runs-legend";
-  const findBox = document.createElement("div");
-  findBox.className = "gw-lrfind";
-  const findCanvas = document.createElement("canvas");
-  findCanvas.className = "gw-lrfind-canvas";
-  const findText = document.createElement("div");
-  findText.className = "gw-lrfind-text";
-  const useBtn = document.createElement("button");
+  const box = el("div", "gw-runs");
+  el("div", "gw-panel-title", box, "loss per run");
+  const empty = el("div", "gw-message gw-runs-empty", box, "No runs yet: run a %%train cell or w.train(step_fn).");
+  const lossCanvas = el("canvas", "gw-loss-canvas", box);
+  const lrCanvas = el("canvas", "gw-lr-canvas", box);
+  const legend = el("div", "gw-runs-legend", box);
+  const findBox = el("div", "gw-lrfind", box);
+  const findCanvas = el("canvas", "gw-lrfind-canvas", findBox);
+  const findText = el("div", "gw-lrfind-text", findBox);
+  const useBtn = el("button", "gw-btn");
   useBtn.type = "button";
-  useBtn.className = "gw-btn";
-  findBox.append(findCanvas, findText);
-  const box = document.createElement("div");
-  box.className = "gw-runs";
-  const title = document.createElement("div");
-  title.className = "gw-panel-title";
-  title.textContent = "loss per run";
-  const empty = document.createElement("div");
-  empty.className = "gw-message gw-runs-empty";
-  empty.textContent = "No runs yet: run a %%train cell or w.train(step_fn).";
-  box.append(title, empty, lossCanvas, lrCanvas, legend, findBox);
   ctx.panels.bottom.appendChild(box);
 
   let frameRequested = false;
@@ -264,31 +235,16 @@ export function mountRunsPlot({ model, ctx }) {
     const items = [];
     const shown = runs.slice(-MAX_LEGEND).reverse();
     for (const r of shown) {
-      const item = document.createElement("div");
-      item.className = `gw-run gw-run-${r.status}${r.id === current ? " gw-run-current" : ""}`;
+      const item = el("div", `gw-run gw-run-${r.status}${r.id === current ? " gw-run-current" : ""}`);
       item.dataset.run = String(r.id);
-      const swatch = document.createElement("span");
-      swatch.className = "gw-swatch";
-      swatch.style.background = runColor(r.id);
-      const text = document.createElement("span");
+      el("span", "gw-swatch", item).style.background = runColor(r.id);
       const final = r.final_loss == null ? "–" : typeof r.final_loss === "number" ? fmt(r.final_loss) : r.final_loss;
       const sched = r.schedule && r.schedule !== "constant" ? ` · ${r.schedule}` : "";
-      text.textContent = `#${r.id} lr ${formatLr(r.lr)} · ${r.optimizer}${sched} · final loss ${final} · ${r.status}`;
-      item.append(swatch, text);
-      if (r.error) {
-        const err = document.createElement("span");
-        err.className = "gw-run-error";
-        err.textContent = r.error;
-        item.append(err);
-      }
+      el("span", "", item, `#${r.id} lr ${formatLr(r.lr)} · ${r.optimizer}${sched} · final loss ${final} · ${r.status}`);
+      if (r.error) el("span", "gw-run-error", item, r.error);
       items.push(item);
     }
-    if (runs.length > MAX_LEGEND) {
-      const more = document.createElement("div");
-      more.className = "gw-run gw-run-more";
-      more.textContent = `… ${runs.length - MAX_LEGEND} older runs`;
-      items.push(more);
-    }
+    if (runs.length > MAX_LEGEND) items.push(el("div", "gw-run gw-run-more", undefined, `… ${runs.length - MAX_LEGEND} older runs`));
     legend.replaceChildren(...items);
   }
 

@@ -1,17 +1,10 @@
 // Editing v (the vector in vᵀJ): presets, one slider + number box per output, free text.
+import { el } from "./dom.js";
 import { fmt } from "./jacobian_axes.js";
 
 const SLIDER_LIMIT = 2;
 const SAVE_EVERY_MS = 60;
 const TEXT_LIMIT = 200;
-
-function el(tag, cls, parent, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  if (parent) parent.appendChild(e);
-  return e;
-}
 
 function button(parent, text, cls, onClick) {
   const b = el("button", `gw-jac-button ${cls}`, parent, text);

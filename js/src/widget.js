@@ -43,6 +43,7 @@ import { mountLive } from "./live.js";
 import { mountControls } from "./controls.js";
 import { mountRunsPlot } from "./runs_plot.js";
 import { nodeTable } from "./wire.js";
+import { el as h } from "./dom.js";
 
 /**
  * The per-view context object documented above (the graph view fills in the restyle API).
@@ -53,11 +54,7 @@ import { nodeTable } from "./wire.js";
 function createContext(model, host, root) {
   /** @type {Map<string, Set<Function>>} */
   const handlers = new Map();
-  const slot = (cls) => {
-    const div = document.createElement("div");
-    div.className = cls;
-    return div;
-  };
+  const slot = (cls) => h("div", cls);
   return {
     model,
     host,
@@ -116,13 +113,10 @@ export function formatBytes(n) {
 }
 
 function mountHeader({ model, el, ctx }) {
-  const header = document.createElement("div");
-  header.className = "gw-header";
-  const summary = document.createElement("span");
-  summary.className = "gw-summary";
-  const tools = document.createElement("span");
-  tools.className = "gw-tools";
-  header.append(summary, tools, ctx.panels.toolbar);
+  const header = h("div", "gw-header");
+  const summary = h("span", "gw-summary", header);
+  const tools = h("span", "gw-tools", header);
+  header.append(ctx.panels.toolbar);
   el.appendChild(header);
   ctx.panels.header = tools;
   const update = () => {
@@ -153,9 +147,7 @@ export default {
     el.classList.add("gradwidget");
     const ctx = createContext(model, host, el);
     const cleanups = [mountHeader({ model, el, ctx })];
-    const body = document.createElement("div");
-    body.className = "gw-body";
-    el.appendChild(body);
+    const body = h("div", "gw-body", el);
     cleanups.push(mountGraph({ model, host, el: body, ctx }));
     body.appendChild(ctx.panels.side);
     el.appendChild(ctx.panels.bottom);

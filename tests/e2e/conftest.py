@@ -61,19 +61,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium import launch_options  # tests/e2e/chromium.py (on sys.path via rootdir)
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: Notebook 7's shortcuts settings plugin raises this on every page load, extensions or not.
 KNOWN_PAGE_ERRORS = (re.compile(r"Cannot read properties of undefined \(reading 'schema'\)"),)
 DEFAULT_TIMEOUT_MS = 60_000
@@ -275,12 +266,10 @@ def server(app, request) -> JupyterServer:
 def browser():
     """Headless Chromium via Playwright (Debian's, unless GRADWIDGET_CHROMIUM says otherwise)."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    exe = os.environ.get("GRADWIDGET_CHROMIUM", "/usr/bin/chromium")
-    kw: dict[str, Any] = {"headless": True, "args": CHROMIUM_ARGS}
-    if exe != "bundled":
-        if not Path(exe).exists():
-            pytest.skip(f"Chromium not found at {exe} (set GRADWIDGET_CHROMIUM)")
-        kw["executable_path"] = exe
+    try:
+        kw = launch_options()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(**kw)
         try:
