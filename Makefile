@@ -54,7 +54,7 @@ test-notebooks:
 	  --nbval-sanitize-with notebooks/sanitize.cfg notebooks
 
 # The Binder recipe (binder/) in a fresh venv from a clean clone of the committed tree, then the
-# notebooks under nbval in that venv (no Docker here). Slow (see binder/test-recipe.sh): not in `test`.
+# notebooks under nbval in that venv (no Docker here). About 2 minutes; part of `make test`.
 test-binder: $(STAMP)
 	bash binder/test-recipe.sh $(CURDIR)/$(PY)
 

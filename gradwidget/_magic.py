@@ -21,7 +21,8 @@ _cells = itertools.count(1)
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # raise instead of sys.exit
-        raise ValueError(f"%%train: {message}. Usage: {self.format_usage().strip()}")
+        usage = self.format_usage().strip().removeprefix("usage: ")
+        raise ValueError(f"%%train: {message}. Usage: {usage}")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -44,6 +44,7 @@ import contextlib
 import math
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -245,8 +246,30 @@ def align(step_keys: list[str], graph_keys: list[str]) -> list[int | None]:
     return out
 
 
-def _shape(t: torch.Tensor) -> list[int]:
-    return list(t.shape)
+#: id(module or leaf tensor) -> weakrefs to (it, the watcher hooked on it). A new watch of the
+#: same target, e.g. a re-run cell that builds a new widget around the same model, replaces the
+#: old watcher instead of stacking a second set of hooks. Keyed by id() with a weakref as a
+#: guard against reuse (tensors cannot be dict keys by value: ``==`` is elementwise); weak on
+#: both sides so this registry never keeps a model alive.
+_ATTACHED: dict[int, tuple[weakref.ref, weakref.ref]] = {}
+
+
+def _claim(watcher: Watcher) -> None:
+    """Remove whatever other watcher hooks ``watcher``'s targets, then record ``watcher``."""
+    for key in watcher.targets:
+        entry = _ATTACHED.get(id(key))
+        if entry is not None and entry[0]() is key:
+            old = entry[1]()
+            if old is not None and old is not watcher:
+                old.remove()
+        _ATTACHED[id(key)] = (weakref.ref(key), weakref.ref(watcher))
+
+
+def _release(watcher: Watcher) -> None:
+    for key in watcher.targets:
+        entry = _ATTACHED.get(id(key))
+        if entry is not None and entry[1]() in (watcher, None):
+            del _ATTACHED[id(key)]
 
 
 class Watcher:
@@ -330,7 +353,13 @@ class Watcher:
         self.errors = 0
         self.last_cost = 0.0  # CPU seconds of the last sample
         self.cpu_seconds = 0.0  # CPU seconds of all samples (hooks, reductions, sending)
+        _claim(self)
         self._attach()
+
+    @property
+    def targets(self) -> list[Any]:
+        """What this watcher hooks: its module, or its leaf tensors."""
+        return [self.module] if self.module is not None else list(self.leaves)
 
     # ---- setup ----------------------------------------------------------------------------
     def _resolve(self, target: Any, names: Mapping[int, str] | None) -> None:
@@ -396,6 +425,7 @@ class Watcher:
 
     def remove(self) -> None:
         """Remove every hook. Idempotent; the latest statistics stay readable."""
+        _release(self)
         active = bool(self._handles)
         for h in self._handles + self._sample_handles + self._probe_handles:
             h.remove()

@@ -12,6 +12,7 @@ import anywidget
 import graphviz
 import torch
 import traitlets
+from torch.utils._pytree import tree_leaves
 
 from ._capture import capture, record
 from ._dot import render, to_dot, view_of
@@ -47,7 +48,14 @@ def graph_from(source: Any, example_input: Any = None) -> tuple[Graph, torch.nn.
         args = example_input if isinstance(example_input, tuple) else (example_input,)
         with record(source) as rec:
             out = source(*args)
-        outs = [out] if isinstance(out, torch.Tensor) else list(rec.outputs())
+        # Every tensor the module returned (tuple, list, dict, nested) is one output node.
+        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor) and t.requires_grad]
+        if not outs:
+            raise ValueError(
+                f"{type(source).__name__} returned no tensor that requires grad, so there is "
+                "no autograd graph to draw: do its parameters have requires_grad=False, or "
+                "did it run under torch.no_grad()?"
+            )
         return rec.graph_of(*outs), source
     if isinstance(source, torch.Tensor):
         return capture(source), None
@@ -475,10 +483,17 @@ def _view_state(graph: Graph, depth: int | None, expanded: Any) -> dict[str, Any
         "dot": "",
     }
     if visible > MAX_VISIBLE_NODES:
+        advice = (
+            "Collapse modules or lower the depth to see it."
+            if graph.modules
+            else "It has no modules to collapse: draw a smaller part (e.g. capture an "
+            "intermediate tensor), or record the forward pass of an nn.Module "
+            "(GradWidget(model, example_input=x)) so the graph can be grouped by module. "
+            "Graph.save('graph.dot') still writes all of it."
+        )
         state["view_error"] = (
             f"This view has {visible:,} nodes, over the limit of {MAX_VISIBLE_NODES:,} "
-            "that the browser can lay out without freezing. Collapse modules or lower "
-            "the depth to see it."
+            f"that the browser can lay out without freezing. {advice}"
         )
     else:
         state["dot"] = to_dot(graph, view=view).source  # the view resolved above, not again

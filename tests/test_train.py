@@ -115,8 +115,10 @@ def test_seed_reseeds_every_run(setup):
 
     w.train(step, steps=5, seed=3)
     w.train(step, steps=5, seed=3)
-    a, b = w.runs
+    w.train(step, steps=5, seed=4)
+    a, b, c = w.runs
     assert a["losses"] == b["losses"] and a["seed"] == 3
+    assert c["losses"] != a["losses"] and c["seed"] == 4  # the seed is really used
 
 
 def test_optimizers_and_settings(setup):

@@ -27,6 +27,23 @@ def units(w: gw.GradWidget) -> int:
     return len(set(view_of(w.graph, w.depth, w.expanded).unit.values()))
 
 
+def test_module_returning_a_structure_draws_every_returned_tensor():
+    class Heads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(3, 3)
+
+        def forward(self, x):
+            y = self.body(x)
+            return {"a": y, "b": (y * 2, y.sum())}
+
+    w = gw.GradWidget(Heads(), example_input=torch.randn(2, 3))
+    assert [n.shape for n in w.graph.of_kind("output")] == [(2, 3), (2, 3), ()]
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="requires_grad=False"):
+        gw.GradWidget(frozen, example_input=torch.randn(1, 2))
+
+
 def test_sources_module_tensor_graph(mlp):
     model, x = mlp
     from_module = gw.GradWidget(model, example_input=x)

@@ -208,8 +208,11 @@ export function mountFlow({ model, ctx, store }) {
         absmean: s.absmean,
         absmax: Math.max(Math.abs(s.min), Math.abs(s.max)),
         nonfinite: s.nonfinite,
+        rank: nodes.use_rank?.[row] ?? row,
       });
     }
+    // Forward order: a parameter ranks by the first op that used it (see Graph.use_rank).
+    layers.sort((a, b) => a.rank - b.rank);
     box.hidden = layers.length === 0;
     if (!layers.length) return;
     const width = Math.max(320, Math.min(900, (ctx.root?.clientWidth || 600) - 16));
