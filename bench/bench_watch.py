@@ -7,15 +7,20 @@ is ``zero_grad; mse_loss(model(x), y).backward(); step``. Each variant is timed 
 bare loop in the same process with process CPU time and the garbage collector paused.
 
 * ``gradwidget watch``: ``GradWidget(model).watch()`` with default settings (every
-  parameter and every intermediate, sampled every 150 ms, stats reduced on device, encoded
-  with ``_wire.encode_stats`` and set on the synced trait). Budget: <= 1.05x. The two loops
-  alternate every 20 steps (so load from other processes hits both alike); the ratio is the
-  median over several such runs. Interleaving doubles the wall time per watched step (the
-  watcher's clock also runs during the bare steps), so the budgeted row watches with
-  ``every=0.30`` s and half the default ``max_overhead`` (both throttles are wall-clock
-  based), which gives the samples per step that the defaults give a loop running
-  alone (both rates are printed); the row with the defaults (about twice the samples per
-  step) is printed for information. Also printed: the CPU the watcher counted itself.
+  parameter and every intermediate, sampled every 150 ms -- or further apart when a
+  sample would cost more than 1.5% of the time between samples -- stats reduced on
+  device, encoded with ``_wire.encode_stats`` and set on the synced trait). Budget:
+  <= 1.05x. The watched loop and the bare loop alternate in blocks of about 0.75 s of
+  steps each (ABBA order, many pairs, process CPU time per block); the ratio is the
+  median of the per-pair ratios, so load from other processes hits both sides of a pair
+  alike. The watcher stays attached across blocks and its throttle is wall-clock based,
+  so while the bare block runs its next sample falls due: every watched block starts
+  with a sample on its first step, exactly like the forced first-step sample of a fresh
+  run, and then samples on the watcher's own clock. The samples per 1000 steps of the
+  watched blocks are printed next to those of a default watched loop running alone
+  (measured in the same run); the block start makes the former slightly higher (about
+  half a sample per block), i.e. the measurement errs against the watcher. Also
+  printed: the CPU the watcher counted itself.
 * The references alternate with the bare loop in longer pairs (median of the ratios).
 * TensorBoard ``add_histogram`` of every parameter's grad every 10 steps and every step
   (written to a temp dir), and livelossplot (matplotlib output) sending every 10 steps:
@@ -152,27 +157,30 @@ def livelossplot_every(k: int):
     return after
 
 
-def interleaved(variant: Loop, bare: Loop, total: int, chunk: int) -> float:
-    """CPU time ratio with the two loops alternating every ``chunk`` steps.
+def paired_blocks(variant: Loop, bare: Loop, n: int, pairs: int):
+    """Per-pair CPU time ratios with the two loops alternating in blocks of ``n`` steps.
 
-    Noise from other processes hits both sides alike at this granularity. It is
-    pessimistic for the watcher: its wall clock also runs during the bare chunks, so it
-    samples about twice as often per watched step as it would alone.
+    ABBA order (the first block of each pair alternates), the garbage collector collected
+    before and paused during every block. Returns (ratios, variant s/step, bare s/step).
     """
-    tv = tb = 0.0
-    gc.collect()
-    gc.disable()
-    try:
-        for i in range(total // chunk):
-            if i % 2:
-                tb += bare.run(chunk, collect=False)
-                tv += variant.run(chunk, collect=False)
-            else:
-                tv += variant.run(chunk, collect=False)
-                tb += bare.run(chunk, collect=False)
-    finally:
-        gc.enable()
-    return tv / tb
+    rs, tv, tb = [], [], []
+    for i in range(pairs):
+        if i % 2:
+            b = bare.run(n)
+            v = variant.run(n)
+        else:
+            v = variant.run(n)
+            b = bare.run(n)
+        rs.append(v / b)
+        tv.append(v)
+        tb.append(b)
+    return rs, tv, tb
+
+
+def quartiles(xs: list[float]) -> str:
+    """min / quartiles / max of the ratios, for the spread column."""
+    q1, _, q3 = statistics.quantiles(xs, n=4)
+    return f"{min(xs):.3f} / {q1:.3f} / {q3:.3f} / {max(xs):.3f}"
 
 
 # ---- bytes per update ------------------------------------------------------------------------

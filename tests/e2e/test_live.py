@@ -72,7 +72,7 @@ def test_colors_change_during_training(nb):
         )
         if fills.replace("|", "") and (not seen or seen[-1] != fills):
             seen.append(fills)
-            if len(seen) == 3:
+            if len(seen) == 2:
                 nb.screenshot("test_live_mid_run")
         busy = nb.page.evaluate(
             "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status"
@@ -89,8 +89,9 @@ def test_colors_change_during_training(nb):
         and m.msg_type == "comm_msg"
         and ["grad_stats"] in ((m.content.get("data") or {}).get("buffer_paths") or [])
     ]
-    # Colored while the cell was still running, and the colors moved between samples.
-    assert len(seen) >= 3, (
+    # Colored while the cell was still running, and the colors moved between samples
+    # (uncolored -> one coloring -> another: two distinct colorings prove the change).
+    assert len(seen) >= 2, (
         f"saw {len(seen)} distinct colorings from {samples} samples, {len(updates)} updates "
         f"on the websocket; legend over time: {log}"
     )
