@@ -12,13 +12,16 @@ from __future__ import annotations
 import inspect
 import math
 import textwrap
+import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anywidget
 import torch
 import traitlets
+from torch.overrides import TorchFunctionMode
 
 from ._wire import float32_array
 
@@ -28,6 +31,10 @@ STATIC = Path(__file__).parent / "static"
 MAX_CELLS_PER_AXIS = 512
 #: J larger than this is refused (it would not fit comfortably in memory).
 MAX_ENTRIES = 25_000_000
+#: Bytes one vmapped torch.func.jacrev batch may use; beyond it jacrev runs in row chunks.
+JACREV_MEMORY = 1 << 30
+#: Refuse J when its m backward passes are estimated to take longer than this (seconds).
+MAX_SECONDS = 30.0
 #: Outputs up to this count get one slider each for v.
 MAX_SLIDERS = 24
 
@@ -100,10 +107,113 @@ def _flatten(parts: Sequence[torch.Tensor], m: int) -> torch.Tensor:
     return torch.cat([p.reshape(m, -1) for p in parts], dim=1)
 
 
+class JacobianResult(NamedTuple):
+    """What :func:`jacobian_matrix` computed, and how."""
+
+    J: torch.Tensor
+    #: "jacrev" or "autograd".
+    method: str
+    #: Rows per vmapped jacrev batch; None when all m rows went in one batch (or autograd).
+    chunk_size: int | None
+    #: Why jacrev was not used ("" when it was).
+    fallback_reason: str
+
+
+class _OutputBytes(TorchFunctionMode):
+    """Adds up the bytes of every tensor the torch calls inside the mode return."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.total += t.numel() * t.element_size()
+        return out
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(
+        s in text for s in ("can't allocate memory", "not enough memory", "out of memory")
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _not_differentiable(err: NotImplementedError) -> ValueError:
+    return ValueError(
+        f"f uses an operation PyTorch cannot differentiate ({err}), so there is no "
+        "Jacobian. Replace that op with a differentiable one, or differentiate with "
+        "respect to another argument."
+    )
+
+
+class _Cost:
+    """One forward pass of ``f`` (timed, and its tensors' bytes added up) and timed backward
+    passes through it: reverse mode costs one forward plus m backward passes, batched or not.
+    """
+
+    def __init__(self, f: Callable[..., Any], xs: Inputs) -> None:
+        self._leaves, _ = as_leaves(xs)
+        sizes = _OutputBytes()
+        start = time.perf_counter()
+        with sizes:
+            self._y = forward(f, self._leaves)
+        self.forward_seconds = time.perf_counter() - start
+        self.m = self._y.numel()
+        self.forward_bytes = sizes.total
+        self.backward_seconds = math.inf
+        self.time_backward()  # also checks that every op in f has a derivative
+
+    def time_backward(self) -> None:
+        """Time one more backward pass; keep the fastest (the first one warms up)."""
+        start = time.perf_counter()
+        try:
+            torch.autograd.grad(
+                self._y,
+                self._leaves,
+                torch.ones_like(self._y),
+                retain_graph=True,
+                allow_unused=True,
+            )
+        except NotImplementedError as err:
+            raise _not_differentiable(err) from err
+        self.backward_seconds = min(self.backward_seconds, time.perf_counter() - start)
+
+    @property
+    def seconds(self) -> float:
+        """Estimated time for J: one forward and m backward passes."""
+        return self.forward_seconds + self.m * self.backward_seconds
+
+    def release(self) -> None:
+        """Free the timing graph before J is computed."""
+        self._y = None
+
+
+def _jacrev_chunk(m: int, row_bytes: int, memory_budget: int) -> int | None:
+    """Rows per vmapped jacrev batch so that the batch stays within ``memory_budget``."""
+    if m * row_bytes <= memory_budget:
+        return None
+    return max(1, memory_budget // row_bytes)
+
+
 def jacobian_matrix(
-    f: Callable[..., Any], leaves: Inputs, method: str = "auto"
-) -> tuple[torch.Tensor, str]:
-    """J of ``f`` at ``leaves`` as an ``(m, n)`` matrix, and the method that computed it.
+    f: Callable[..., Any],
+    leaves: Inputs,
+    method: str = "auto",
+    *,
+    memory_budget: int = JACREV_MEMORY,
+    max_seconds: float | None = MAX_SECONDS,
+) -> JacobianResult:
+    """J of ``f`` at ``leaves`` as an ``(m, n)`` matrix, and how it was computed.
 
     Parameters
     ----------
@@ -115,39 +225,98 @@ def jacobian_matrix(
         ``"jacrev"`` uses :func:`torch.func.jacrev`; ``"autograd"`` uses
         :func:`torch.autograd.functional.jacobian`; ``"auto"`` tries jacrev and falls back
         to autograd where jacrev cannot run (e.g. an ``autograd.Function`` without
-        ``setup_context``).
+        ``setup_context``), with a warning and the reason in ``fallback_reason``.
+    memory_budget : int
+        Bytes that one vmapped jacrev batch may use. jacrev differentiates all m output
+        rows at once; when the rows' intermediates (estimated from the sizes of the
+        tensors f creates) would exceed this, it runs in chunks of rows instead, and
+        smaller chunks again if it still runs out of memory.
+    max_seconds : float or None
+        Refuse (``ValueError``) before computing J when its estimated cost, one timed
+        forward of f plus m times one timed backward pass (the fastest of up to three),
+        is over this many seconds. None disables the check.
+
+    Returns
+    -------
+    JacobianResult
+        ``(J, method, chunk_size, fallback_reason)``.
     """
     if method not in ("auto", "jacrev", "autograd"):
         raise ValueError(f"method must be 'auto', 'jacrev' or 'autograd', got {method!r}.")
     xs = tuple(t.detach() for t in leaves)
-    m = forward(f, as_leaves(xs)[0]).numel()
-    argnums = tuple(range(len(xs)))
+    n = sum(t.numel() for t in xs)
+    cost = _Cost(f, xs)
+    m = cost.m
+    if max_seconds is not None:
+        for _ in range(2):  # confirm on warm passes before refusing
+            if cost.seconds <= max_seconds:
+                break
+            cost.time_backward()
+        if cost.seconds > max_seconds:
+            raise ValueError(
+                f"Computing J ({m:,} × {n:,}) needs {m:,} backward passes of f, about "
+                f"{cost.seconds:,.0f} s at {cost.backward_seconds * 1e3:,.1f} ms each, over "
+                f"max_seconds={max_seconds:g}. Use a smaller x (or fewer outputs of f), or "
+                "pass a larger max_seconds (None disables this check) to wait for it."
+            )
+    cost.release()
+    reason = ""
     if method in ("auto", "jacrev"):
-        try:
-            parts = torch.func.jacrev(f, argnums=argnums)(*xs)
-            return _flatten(parts, m).detach(), "jacrev"
-        except Exception as err:
-            if method == "jacrev":
-                raise
-            jacrev_error = err
+        itemsize = xs[0].element_size()
+        # Per vmapped row: a gradient for each intermediate (x2 for backward temporaries),
+        # the basis row and the result row.
+        row_bytes = 2 * cost.forward_bytes + (m + n) * itemsize
+        chunk = _jacrev_chunk(m, row_bytes, memory_budget)
+        argnums = tuple(range(len(xs)))
+        while True:
+            try:
+                parts = torch.func.jacrev(f, argnums=argnums, chunk_size=chunk)(*xs)
+                return JacobianResult(_flatten(parts, m).detach(), "jacrev", chunk, "")
+            except Exception as err:
+                if _is_out_of_memory(err) and (chunk or m) > 1:
+                    chunk = max(1, (chunk or m) // 8)
+                    continue
+                if method == "jacrev":
+                    raise
+                jacrev_error = err
+                oom = _is_out_of_memory(err)
+                how = "ran out of memory even one row at a time" if oom else "cannot run f"
+                reason = f"torch.func.jacrev {how} ({_first_line(err)})"
+                break
+        warnings.warn(
+            f"{reason}; computing J with torch.autograd.functional.jacobian instead "
+            f"({m:,} backward passes, about {cost.seconds:,.1f} s).",
+            RuntimeWarning,
+            stacklevel=4,  # jacobian() -> JacobianWidget -> here: point at the caller
+        )
     try:
         parts = torch.autograd.functional.jacobian(f, xs, strict=False)
     except NotImplementedError as err:
-        raise ValueError(
-            f"f uses an operation PyTorch cannot differentiate ({err}), so there is no "
-            "Jacobian. Replace that op with a differentiable one, or differentiate with "
-            "respect to another argument."
-        ) from err
+        raise _not_differentiable(err) from err
     except Exception as err:
+        if not reason:
+            raise
         raise RuntimeError(
             "Could not compute the Jacobian of f: torch.func.jacrev failed with "
             f"{jacrev_error!r} and torch.autograd.functional.jacobian with {err!r}."
         ) from err
-    return _flatten(parts, m).detach(), "autograd"
+    return JacobianResult(_flatten(parts, m).detach(), "autograd", None, reason)
 
 
-def _as_vector(v: Any, m: int, like: torch.Tensor) -> torch.Tensor:
-    vec = torch.as_tensor(v, dtype=like.dtype).reshape(-1)
+def _as_vector(
+    v: Any, m: int, like: torch.Tensor, shape: Sequence[int] | None = None
+) -> torch.Tensor:
+    what = (
+        f"v must be numbers, one weight per output component of f ({m} of them), "
+        "as a flat list/tensor"
+        + (f" or shaped like f(x) {tuple(shape)}" if shape is not None else " or shaped like f(x)")
+    )
+    if isinstance(v, (str, bytes)):
+        raise TypeError(f"{what}; got the {type(v).__name__} {v!r:.40}.")
+    try:
+        vec = torch.as_tensor(v, dtype=like.dtype).reshape(-1)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{what}; got {type(v).__name__} ({err}).") from err
     if vec.numel() != m:
         raise ValueError(
             f"v must have one entry per output component ({m}), got {vec.numel()}. "
@@ -260,6 +429,8 @@ class JacobianWidget(anywidget.AnyWidget):
     in_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
     in_shapes = traitlets.List(traitlets.List(traitlets.Int())).tag(sync=True)
     method = traitlets.Unicode("").tag(sync=True)
+    #: Why J was not computed with torch.func.jacrev ("" when it was); also in ``note``.
+    fallback_reason = traitlets.Unicode("").tag(sync=True)
     # The heatmap: float32 buffer of at most MAX_CELLS_PER_AXIS² cells, plus how it was made.
     heat = traitlets.Dict().tag(sync=True)
     blocks = traitlets.List(traitlets.Int(), [1, 1]).tag(sync=True)
@@ -283,6 +454,8 @@ class JacobianWidget(anywidget.AnyWidget):
         reduce: str = "mean",
         max_cells: int = MAX_CELLS_PER_AXIS,
         max_entries: int = MAX_ENTRIES,
+        memory_budget: int = JACREV_MEMORY,
+        max_seconds: float | None = MAX_SECONDS,
         input_names: Sequence[str] | None = None,
         output_name: str = "y",
         title: str = "",
@@ -306,7 +479,10 @@ class JacobianWidget(anywidget.AnyWidget):
         self._is_tuple = is_tuple
         self._y = y  # graph kept (retain_graph) for the accumulation demo
         self._calls = 0
-        self._J, used = jacobian_matrix(f, leaves, method)
+        result = jacobian_matrix(
+            f, leaves, method, memory_budget=memory_budget, max_seconds=max_seconds
+        )
+        self._J, self._chunk_size = result.J, result.chunk_size
         values, blocks = summarize(self._J, max_cells, max_cells, reduce)
         super().__init__(
             title=title,
@@ -314,17 +490,18 @@ class JacobianWidget(anywidget.AnyWidget):
             out_shape=list(y.shape),
             in_names=names or _input_names(f, len(leaves), is_tuple),
             in_shapes=[list(t.shape) for t in leaves],
-            method=used,
+            method=result.method,
+            fallback_reason=result.fallback_reason,
             heat=float32_array(values),
             blocks=list(blocks),
             reduce=reduce,
             vmax=float(values.abs().max()),  # the scale of what is drawn
-            note=self._note(blocks, reduce),
+            note=self._note(blocks, reduce, result.fallback_reason),
             v=[1.0] * m,
             **kw,
         )
         if v is not None:
-            self.v = _as_vector(v, m, self._J).tolist()
+            self.v = self._vector(v).tolist()
         self.on_msg(self._on_msg)
 
     # ---------------------------------------------------------------- public API
@@ -333,6 +510,11 @@ class JacobianWidget(anywidget.AnyWidget):
     def J(self) -> torch.Tensor:
         """The Jacobian as an ``(m, n)`` tensor: rows = flattened output, columns = inputs."""
         return self._J
+
+    @property
+    def chunk_size(self) -> int | None:
+        """Rows per vmapped jacrev batch (None: all rows at once, or not jacrev)."""
+        return self._chunk_size
 
     @property
     def x(self) -> torch.Tensor | Inputs:
@@ -370,8 +552,15 @@ class JacobianWidget(anywidget.AnyWidget):
         method : {"matmul", "backward"}
             ``"matmul"`` multiplies with :attr:`J`; ``"backward"`` calls ``y.backward(v)``
             on fresh leaves and reads their ``.grad``.
+
+        Raises
+        ------
+        TypeError
+            ``v`` is not numbers (e.g. a string).
+        ValueError
+            ``v`` has the wrong number of entries, or nan/inf.
         """
-        vec = _as_vector(self.v if v is None else v, self._J.shape[0], self._J)
+        vec = self._vector(self.v if v is None else v)
         if method == "matmul":
             return vec @ self._J
         if method == "backward":
@@ -388,7 +577,7 @@ class JacobianWidget(anywidget.AnyWidget):
 
     def backward(self, v: Any = None, times: int = 1) -> None:
         """Call ``y.backward(v)`` ``times`` times without zeroing: ``.grad`` accumulates."""
-        vec = _as_vector(self.v if v is None else v, self._J.shape[0], self._J)
+        vec = self._vector(self.v if v is None else v)
         for _ in range(times):
             self._y.backward(
                 vec.reshape(self._y.shape).to(self._y.dtype),
@@ -410,9 +599,10 @@ class JacobianWidget(anywidget.AnyWidget):
         ins = ", ".join(
             f"{name} {tuple(s)}" for name, s in zip(self.in_names, self.in_shapes, strict=True)
         )
+        why = f" ({self.fallback_reason})" if self.fallback_reason else ""
         return (
             f"<gradwidget.JacobianWidget: J {m}×{n}, {self.out_name} {tuple(self.out_shape)} "
-            f"← {ins}, method={self.method}>"
+            f"← {ins}, method={self.method}{why}>"
         )
 
     # ---------------------------------------------------------------- static output
@@ -513,22 +703,26 @@ class JacobianWidget(anywidget.AnyWidget):
 
     # ---------------------------------------------------------------- wiring
 
-    def _note(self, blocks: tuple[int, int], reduce: str) -> str:
+    def _note(self, blocks: tuple[int, int], reduce: str, fallback_reason: str = "") -> str:
+        notes = [f"Not computed with jacrev: {fallback_reason}."] if fallback_reason else []
         rb, cb = blocks
-        if rb == cb == 1:
-            return ""
-        m, n = self._J.shape
-        how = "block means" if reduce == "mean" else "largest-magnitude entries"
-        return (
-            f"J is {m:,} × {n:,} ({m * n:,} entries): showing {math.ceil(m / rb):,} × "
-            f"{math.ceil(n / cb):,} {how} of {rb} × {cb} blocks."
-        )
+        if rb > 1 or cb > 1:
+            m, n = self._J.shape
+            how = "block means" if reduce == "mean" else "largest-magnitude entries"
+            notes.append(
+                f"J is {m:,} × {n:,} ({m * n:,} entries): showing {math.ceil(m / rb):,} × "
+                f"{math.ceil(n / cb):,} {how} of {rb} × {cb} blocks."
+            )
+        return " ".join(notes)
+
+    def _vector(self, v: Any) -> torch.Tensor:
+        return _as_vector(v, self._J.shape[0], self._J, self._y.shape)
 
     @traitlets.validate("v")
     def _check_v(self, proposal: dict) -> list[float]:
         try:
-            return _as_vector(proposal["value"], self._J.shape[0], self._J).tolist()
-        except ValueError as err:
+            return self._vector(proposal["value"]).tolist()
+        except (TypeError, ValueError) as err:
             raise traitlets.TraitError(str(err)) from err
 
     @traitlets.observe("v", "accumulate")
@@ -604,6 +798,13 @@ def jacobian(f: Callable[..., Any], x: Any, **kw: Any) -> JacobianWidget:
         Heatmap cells per axis sent to the browser (default 512).
     max_entries : int, optional
         Refuse J with more entries than this (default 25 million).
+    memory_budget : int, optional
+        Bytes one vmapped jacrev batch may use (default 1 GiB); a Jacobian whose
+        intermediates need more is computed in chunks of rows.
+    max_seconds : float or None, optional
+        Refuse, before computing, a J whose m backward passes are estimated (from one
+        timed forward and backward pass of f) to take longer than this (default 30;
+        None: no limit).
     input_names, output_name : optional
         Axis labels; inputs default to f's parameter names.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -60,9 +61,10 @@ def test_J_equals_torch(name):
 def test_jacrev_and_autograd_functional_agree(name):
     f, x = CASES[name]
     leaves, _ = gw._jacobian.as_leaves(x)
-    J1, m1 = jacobian_matrix(f, leaves, "jacrev")
-    J2, m2 = jacobian_matrix(f, leaves, "autograd")
+    J1, m1, chunk, why = jacobian_matrix(f, leaves, "jacrev")
+    J2, m2, _, _ = jacobian_matrix(f, leaves, "autograd")
     assert (m1, m2) == ("jacrev", "autograd")
+    assert chunk is None and why == ""
     torch.testing.assert_close(J1, J2)
 
 
@@ -77,9 +79,16 @@ def test_falls_back_where_jacrev_cannot_run():
     x = torch.randn(4)
     with pytest.raises(RuntimeError, match="setup_context"):
         jacobian_matrix(Square.apply, (x,), "jacrev")
-    w = gw.jacobian(Square.apply, x)
+    with pytest.warns(RuntimeWarning, match=r"jacrev cannot run f.*autograd\.functional"):
+        w = gw.jacobian(Square.apply, x)
     assert w.method == "autograd"
     torch.testing.assert_close(w.J, torch.diag(2 * x))
+    # The reason is kept, shown in the widget's note and in the repr.
+    assert "setup_context" in w.fallback_reason
+    assert w.fallback_reason.startswith("torch.func.jacrev cannot run f (RuntimeError: ")
+    assert w.note.startswith("Not computed with jacrev: torch.func.jacrev cannot run f")
+    assert "method=autograd (torch.func.jacrev cannot run f" in repr(w)
+    assert gw.jacobian(torch.exp, x).fallback_reason == ""
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -256,6 +265,25 @@ def test_error_other_bad_input():
     assert w.v == [1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="one entry per output component"):
         w.vjp([1.0])
+
+
+def test_error_v_not_numbers():
+    w = gw.jacobian(lambda x: x @ x.T, torch.randn(2, 3))  # f(x) is 2 × 2: m = 4
+    expected = r"v must be numbers, one weight per output component of f \(4 of them\).*\(2, 2\)"
+    for bad in ("abc", b"ab", {"a": 1}, [1.0, "x", 2.0, 3.0], object(), [[1.0, 2.0], [3.0]]):
+        with pytest.raises(TypeError, match=expected):
+            w.vjp(bad)
+        with pytest.raises(TypeError, match=expected):
+            w.backward(bad)
+        with pytest.raises(traitlets.TraitError):  # traitlets' own type check, or ours
+            w.v = bad
+    with pytest.raises(TypeError, match="got the str 'abc'"):
+        w.vjp("abc")
+    with pytest.raises(TypeError, match=r"\(4 of them\).*f\(x\) \(4,\); got the str '1111'"):
+        gw.jacobian(torch.exp, torch.randn(4), v="1111")
+    # Shaped like f(x), flat, numpy, tensor: all fine.
+    for good in ([[1.0, 0.0], [0.0, 1.0]], [1, 0, 0, 1], np.eye(2), torch.eye(2)):
+        torch.testing.assert_close(w.vjp(good), w.J[0] + w.J[3])
     with pytest.raises(ValueError, match="'matmul' or 'backward'"):
         w.vjp(method="both")
 
@@ -313,6 +341,83 @@ def test_max_cells_and_absmax_keep_a_diagonal_visible():
         w = gw.jacobian(torch.sin, torch.zeros(n), max_cells=cells)
         assert w.vjp_view["matmul"]["shape"] == [w.heat["shape"][1]]
         assert w.heat["shape"][1] <= cells
+
+
+# ---- cost guards: memory (chunked jacrev) and time (refusal) -------------------------------------
+
+
+def outer_row_sums(t):
+    """y_i = t_i · Σt, so J = Σt · I + t[:, None]; its backward makes n × n per output row."""
+    return (t[:, None] * t[None, :]).sum(1)
+
+
+def test_wide_intermediate_runs_jacrev_in_chunks():
+    # The issue's case at n=2000 needs ~32 GB unchunked (n × n per row, n rows): with
+    # n=600 and a 64 MB budget the vmapped batch (~2.9 MB per row) must be chunked.
+    x = torch.randn(600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback, so no warning
+        w = gw.jacobian(outer_row_sums, x, memory_budget=64 << 20, max_seconds=None)
+    assert w.method == "jacrev" and w.fallback_reason == ""
+    assert w.chunk_size is not None and 1 <= w.chunk_size < 600
+    assert w.chunk_size * 600 * 600 * 4 <= 64 << 20
+    expected = torch.diag(x.sum().expand(600)) + x[:, None]  # ∂/∂t_j Σ_k t_i t_k
+    torch.testing.assert_close(w.J, expected)
+    # Within budget: one batch.
+    small = gw.jacobian(outer_row_sums, torch.randn(50))
+    assert small.chunk_size is None
+
+
+def test_jacrev_out_of_memory_retries_with_smaller_chunks(monkeypatch):
+    calls = []
+    real = torch.func.jacrev
+
+    def jacrev_with_little_memory(f, argnums=0, *, chunk_size=None):
+        calls.append(chunk_size)
+        if chunk_size is None or chunk_size > 2:
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate "
+                "memory: you tried to allocate 32000000000 bytes."
+            )
+        return real(f, argnums, chunk_size=chunk_size)
+
+    monkeypatch.setattr(torch.func, "jacrev", jacrev_with_little_memory)
+    x = torch.randn(100)
+    w = gw.jacobian(outer_row_sums, x)
+    assert calls == [None, 12, 1] and w.chunk_size == 1 and w.method == "jacrev"
+    torch.testing.assert_close(w.J, reference(outer_row_sums, x))
+
+
+def test_fallback_after_out_of_memory_says_why(monkeypatch):
+    def jacrev_without_memory(f, argnums=0, *, chunk_size=None):
+        raise torch.OutOfMemoryError("out of memory: tried to allocate 32.00 GiB")
+
+    monkeypatch.setattr(torch.func, "jacrev", jacrev_without_memory)
+    x = torch.randn(10)
+    with pytest.warns(RuntimeWarning, match=r"ran out of memory even one row at a time"):
+        w = gw.jacobian(outer_row_sums, x)
+    assert w.method == "autograd"
+    assert "out of memory" in w.fallback_reason and "32.00 GiB" in w.fallback_reason
+    assert "Not computed with jacrev" in w.note
+    torch.testing.assert_close(w.J, reference(outer_row_sums, x))
+    with pytest.raises(torch.OutOfMemoryError):
+        jacobian_matrix(outer_row_sums, (x,), "jacrev")
+
+
+def test_refuses_clearly_when_backward_passes_would_take_too_long():
+    # Deterministic: any real forward + backward takes more than 1e-9 s per pass.
+    x = torch.randn(300)
+    with pytest.raises(ValueError) as info:
+        gw.jacobian(outer_row_sums, x, max_seconds=1e-9)
+    msg = str(info.value)
+    assert "J (300 × 300) needs 300 backward passes of f" in msg
+    assert "over max_seconds=1e-09" in msg
+    assert "smaller x" in msg and "max_seconds (None disables" in msg
+    for method in ("jacrev", "autograd"):
+        with pytest.raises(ValueError, match="max_seconds"):
+            jacobian_matrix(outer_row_sums, (x,), method, max_seconds=1e-9)
+    # None disables the check.
+    assert gw.jacobian(outer_row_sums, x, max_seconds=None).J.shape == (300, 300)
 
 
 # ---- headless output ----------------------------------------------------------------------------
