@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python bench/bench_render.py`` (or ``make bench``); needs the built front-end
 (``cd js && npm run build``) and Chromium (``$GRADWIDGET_CHROMIUM``, default /usr/bin/chromium).
 
-What is measured, for an MLP, a small ResNet-like CNN and 6-, 24- and 27-layer
+What is measured, for an MLP, a small ResNet-like CNN and 6-, 24- and 36-layer
 ``nn.TransformerEncoder`` models (recorded forward passes, as ``GradWidget(model,
 example_input=x)`` does), each in its default collapsed view and its full view:
 
@@ -25,7 +25,7 @@ The page mounts each view through the real ``stub.js``, handed the front-end mod
 Graphviz the way the loader widget hands them.
 
 Budgets (exit 1 and a ``FAIL:`` line when missed): the 24-layer TransformerEncoder's default
-view renders in <= 300 ms; the ~2,000-node full view of the 27-layer encoder renders at all
+view renders in <= 300 ms; the ~2,000-node full view of the 36-layer encoder renders at all
 (no error); every model's 2nd-widget comm_open <= 100 KB, in both views.
 ``BENCH_QUICK=1``: fewer samples.
 """
@@ -44,6 +44,7 @@ import time
 import torch
 import torch.nn as nn
 from _browser import ORIGIN, launch_options, route_static
+from _models import ResNet, encoder
 from ipywidgets.widgets.widget import _remove_buffers
 
 import gradwidget as gw
@@ -56,45 +57,6 @@ BUDGET_24_DEFAULT_MS = 300.0
 BUDGET_COMM_OPEN = 100_000
 
 
-# ---- models ----------------------------------------------------------------------------------
-class Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.skip = (
-            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-            if stride != 1 or cin != cout
-            else nn.Identity()
-        )
-
-    def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(y)) + self.skip(x))
-
-
-class SmallResNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16))
-        self.layer1 = nn.Sequential(Block(16, 16, 1), Block(16, 16, 1))
-        self.layer2 = nn.Sequential(Block(16, 32, 2), Block(32, 32, 1))
-        self.layer3 = nn.Sequential(Block(32, 64, 2), Block(64, 64, 1))
-        self.head = nn.Linear(64, 10)
-
-    def forward(self, x):
-        x = self.layer3(self.layer2(self.layer1(torch.relu(self.stem(x)))))
-        return self.head(x.mean((2, 3)))
-
-
-def transformer(layers: int) -> tuple[nn.Module, torch.Tensor]:
-    layer = nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128, batch_first=True)
-    enc = nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
-    return enc, torch.randn(2, 16, 64)
-
-
 def models() -> list[tuple[str, nn.Module, torch.Tensor, bool]]:
     """(name, model, input, default view only?)"""
     torch.manual_seed(0)
@@ -103,10 +65,10 @@ def models() -> list[tuple[str, nn.Module, torch.Tensor, bool]]:
     )
     return [
         ("MLP", mlp, torch.randn(32, 64), False),
-        ("ResNet-like CNN", SmallResNet(), torch.randn(2, 3, 32, 32), False),
-        ("TransformerEncoder-6", *transformer(6), False),
-        ("TransformerEncoder-24", *transformer(24), False),
-        ("TransformerEncoder-27", *transformer(27), False),
+        ("ResNet-like CNN", ResNet(), torch.randn(2, 3, 32, 32), False),
+        ("TransformerEncoder-6", encoder(6), torch.randn(2, 16, 64), False),
+        ("TransformerEncoder-24", encoder(24), torch.randn(2, 16, 64), False),
+        ("TransformerEncoder-36", encoder(36), torch.randn(2, 16, 64), False),
     ]
 
 
