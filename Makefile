@@ -32,8 +32,9 @@ js/node_modules/.stamp: js/package.json js/package-lock.json
 js: js/node_modules/.stamp
 	cd js && npm run --silent build
 
+# Jupyter refuses to run as root without --allow-root (containers, CI machines).
 demo: setup
-	$(VENV)/bin/jupyter lab notebooks/00-quickstart.ipynb
+	$(VENV)/bin/jupyter lab notebooks/00-quickstart.ipynb $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 lint:
 	$(VENV)/bin/ruff check .
