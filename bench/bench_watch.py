@@ -7,7 +7,7 @@ is ``zero_grad; mse_loss(model(x), y).backward(); step``. Each variant is timed 
 bare loop in the same process with process CPU time and the garbage collector paused.
 
 * ``gradwidget watch``: ``GradWidget(model).watch()`` with default settings (every
-  parameter and every intermediate, sampled every 150 ms -- or further apart when a
+  parameter and every intermediate, sampled every 200 ms -- or further apart when a
   sample would cost more than 1.5% of the time between samples -- stats reduced on
   device, encoded with ``_wire.encode_stats`` and set on the synced trait). Budget:
   <= 1.05x. The watched loop and the bare loop alternate in blocks of about 0.75 s of

@@ -383,7 +383,7 @@ class GradWidget(anywidget.AnyWidget):
             and every intermediate of each forward. Leaf tensors (``[w, b]``) are watched
             on every backward; a non-leaf tensor (a loss) for its next backward.
         every : float
-            Minimum seconds between two samples (default 0.15). Statistics are computed
+            Minimum seconds between two samples (default 0.2). Statistics are computed
             and sent at most this often, plus on the first step of a run.
         lint : LintConfig, optional
             Thresholds of the vanishing/exploding warnings.

@@ -326,7 +326,7 @@ def test_accumulation_lint_fires_without_zero_grad(setup):
 
 def test_accumulation_lint_fires_with_default_throttle(setup):
     model, x, y, w = setup
-    w.watch()  # default 150 ms: first step sampled, second probed, next sample reports
+    w.watch()  # default 200 ms: first step sampled, second probed, next sample reports
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     # Loop until two samples happened (how long that takes depends on the machine's load:
     # the overhead cap spaces samples out), with a generous deadline.
