@@ -182,14 +182,12 @@ def to_dot(
         inner_open[path] = inner
         return inner
 
-    collapsed_nodes: dict[str, list[Node]] = {}
     by_path: dict[str | None, list[str]] = {}  # node module path -> its scope's list
     unit = view.unit
     for n in graph.nodes:
         u = unit[n.id]
         if u[0] == "m":
-            collapsed_nodes.setdefault(u, []).append(n)
-            continue
+            continue  # drawn once, as its module's box
         dest = by_path.get(n.module)
         if dest is None:
             dest = by_path[n.module] = members.setdefault(scope_of(n.module), [])
@@ -198,9 +196,7 @@ def to_dot(
         )
     for path, name in view.modules.items():
         parent = path.rsplit(".", 1)[0] if "." in path else None
-        members.setdefault(parent, []).append(
-            _module_box(graph, path, name, collapsed_nodes.get(name, []))
-        )
+        members.setdefault(parent, []).append(_module_box(graph, path, name))
 
     # Open modules, parents before children; cluster numbers follow sorted paths.
     children: dict[str | None, list[tuple[int, str]]] = {}
@@ -238,11 +234,10 @@ def to_dot(
     return graphviz.Digraph("autograd", body=body)
 
 
-def _module_box(graph: Graph, path: str, name: str, nodes: list[Node]) -> str:
+def _module_box(graph: Graph, path: str, name: str) -> str:
     info = graph.modules.get(path)
-    ops = sum(1 for n in nodes if n.kind == "op")
-    params = sum(1 for n in nodes if n.kind == "leaf")
-    saved = sum(n.saved_bytes for n in nodes)
+    totals = graph.module_totals()[path]
+    ops, params, saved = totals["ops"], totals["params"], totals["saved_bytes"]
     label = f"{path} ({info.type if info else 'Module'})\n{ops} ops"
     if params:
         label += f", {params} params"

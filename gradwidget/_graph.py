@@ -184,6 +184,26 @@ class Graph:
         """The nodes of one kind, in forward order."""
         return [n for n in self.nodes if n.kind == kind]
 
+    def module_totals(self) -> dict[str, dict[str, int]]:
+        """Per module path: ops, params and saved bytes of everything nested inside it.
+
+        What a collapsed module box shows, and what the browser shows on hover: one count.
+        """
+        totals = self.__dict__.get("_module_totals")
+        if totals is None:
+            totals = {p: {"ops": 0, "params": 0, "saved_bytes": 0} for p in self.modules}
+            for n in self.nodes:
+                if not n.module:
+                    continue
+                for anc in module_ancestors(n.module):
+                    row = totals.get(anc)
+                    if row is not None:
+                        row["ops"] += n.kind == "op"
+                        row["params"] += n.kind == "leaf"
+                        row["saved_bytes"] += n.saved_bytes
+            self.__dict__["_module_totals"] = totals
+        return totals
+
     def use_rank(self) -> dict[str, int]:
         """Position of each node in the order the forward pass used it.
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._graph import Graph, module_ancestors
+from ._graph import Graph
 
 #: Node columns sent to the browser, in this order.
 NODE_COLUMNS = (
@@ -76,21 +76,8 @@ PACKED = {"to_json": pack_json, "from_json": unpack_json}
 
 def module_table(graph: Graph) -> dict[str, dict[str, Any]]:
     """Per module path: class name, op/param counts and saved bytes (for hover)."""
-    out: dict[str, dict[str, Any]] = {
-        p: {"type": m.type, "ops": 0, "params": 0, "saved_bytes": 0}
-        for p, m in graph.modules.items()
-    }
-    for n in graph.nodes:
-        if not n.module:
-            continue
-        for anc in module_ancestors(n.module):
-            row = out.get(anc)
-            if row is None:
-                continue
-            row["ops"] += n.kind == "op"
-            row["params"] += n.kind == "leaf"
-            row["saved_bytes"] += n.saved_bytes
-    return out
+    totals = graph.module_totals()
+    return {p: {"type": m.type, **totals[p]} for p, m in graph.modules.items()}
 
 
 def float32_array(values: Any) -> dict[str, Any]:
