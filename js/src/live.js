@@ -282,6 +282,7 @@ export function mountLive({ model, el, ctx }) {
     if (!view || !view.byteLength) return;
     try {
       store.apply(decodeStats(view));
+      legend.el.dataset.received = String(store.updates);
     } catch (e) {
       console.warn("gradwidget: bad stats update", e);
       return;

@@ -296,6 +296,8 @@ class WsMessage:
     msg_type: str
     content: dict
     nbuffers: int
+    parent_type: str = ""  # msg_type of the request this message answers
+    at: float = field(default_factory=time.monotonic)  # when the harness saw the frame
 
 
 def parse_ws_frame(payload: str | bytes) -> tuple[dict, int] | None:
@@ -403,7 +405,9 @@ class NotebookPage:
                 msg, nbuf = parsed
                 size = len(payload.encode() if isinstance(payload, str) else payload)
                 mtype = (msg.get("header") or {}).get("msg_type", "")
-                self.ws.append(WsMessage(direction, size, mtype, msg.get("content") or {}, nbuf))
+                parent = (msg.get("parent_header") or {}).get("msg_type", "")
+                content = msg.get("content") or {}
+                self.ws.append(WsMessage(direction, size, mtype, content, nbuf, parent))
 
             return on_frame
 
@@ -466,11 +470,19 @@ class NotebookPage:
         self.page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
         self.wait_cells_done(timeout)
 
+    def cell_state(self) -> dict:
+        """``{"pending": cells not yet run or running, "errors": [...], "status": kernel}``.
+
+        Prefer ``pending`` over ``status``: ipykernel 7 can publish the idle of one request
+        after the busy of the next, so the page may call a busy kernel idle.
+        """
+        return self.page.evaluate(_CELL_STATE_JS)
+
     def wait_cells_done(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         idle_seen = 0
         while True:
-            st = self.page.evaluate(_CELL_STATE_JS)
+            st = self.cell_state()
             if st["errors"]:
                 raise AssertionError("a notebook cell raised:\n" + "\n".join(st["errors"]))
             # Two idle polls in a row: queued cells can leave a brief idle gap between them.
