@@ -320,9 +320,10 @@ def parse_ws_frame(payload: str | bytes) -> tuple[dict, int] | None:
             offs = [struct.unpack_from("<Q", data, 8 * (i + 1))[0] for i in range(n)] + [len(data)]
             if offs[0] == 8 * (n + 1) and all(a <= b for a, b in itertools.pairwise(offs)):
                 parts = [data[offs[i] : offs[i + 1]] for i in range(n)]
-                header = json.loads(parts[1])
+                header, parent = json.loads(parts[1]), json.loads(parts[2] or b"{}")
                 content = json.loads(parts[4]) if len(parts) > 4 else {}
-                return {"header": header, "content": content}, max(0, len(parts) - 5)
+                msg = {"header": header, "parent_header": parent, "content": content}
+                return msg, max(0, len(parts) - 5)
     # Legacy binary: uint32 BE count, uint32 BE offsets (JSON message first, then buffers).
     with contextlib.suppress(Exception):
         n = struct.unpack_from(">I", data, 0)[0]
