@@ -117,8 +117,7 @@ def watched_setup(
 
 
 def samples_per_1000(loop: Loop) -> float:
-    wt = loop.widget.watcher
-    return 1000 * wt.samples / max(wt.steps, 1)
+    return 1000 * loop.widget.watcher.samples / max(loop.step_no, 1)
 
 
 def tensorboard_setup(loop: Loop) -> None:
@@ -340,7 +339,7 @@ def main() -> int:
     assert watched.widget.watcher.max_overhead == DEFAULT_MAX_OVERHEAD
     watched.run(50)  # warm-up (includes the first, forced sample)
     wt = watched.widget.watcher
-    s0, n0, c0 = wt.samples, wt.steps, wt.cpu_seconds
+    s0, n0, c0 = wt.samples, watched.step_no, wt.cpu_seconds
     rs, tv, tb = paired_blocks(watched, bare, block, watch_pairs)
     med = statistics.median(rs)
     ok = med <= BUDGET
@@ -352,7 +351,7 @@ def main() -> int:
         f"| {med:.3f}x | {quartiles(rs)} | {'ok' if ok else 'OVER'} |",
         flush=True,
     )
-    samples, wsteps = wt.samples - s0, wt.steps - n0
+    samples, wsteps = wt.samples - s0, watched.step_no - n0
     watched_cpu = sum(tv) * block
     print(
         f"\n(above: spread = min / q1 / q3 / max of the per-pair ratios; "

@@ -767,7 +767,7 @@ class Trainer:
     # -- live-gradient watcher (issue 4), when present --
 
     def _watch(self, method: str, *args: Any) -> None:
-        # Only run boundaries: a watched module's forward hook sees each step by itself.
+        # Only run boundaries: the watcher's own clock and gate find the steps to sample.
         w = self.w
         try:
             if method == "begin_run" and w.auto_watch and w.module is not None:

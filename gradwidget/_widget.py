@@ -430,6 +430,14 @@ class GradWidget(anywidget.AnyWidget):
         if watcher is not None:
             watcher.remove()
 
+    def close(self) -> None:
+        """Close the widget: stop any run, remove every hook, then close the comm."""
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None:
+            trainer.stop()
+        self.unwatch()
+        super().close()
+
     def _on_unwatched(self, watcher: Watcher) -> None:
         if watcher is getattr(self, "_watcher", None):
             self.grad_watch = {**self.grad_watch, "watching": False}

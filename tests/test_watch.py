@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import pytest
@@ -62,6 +63,36 @@ def test_stats_equal_torch():
     assert s["values"] == g.reshape(-1).tolist()
     (big,) = tensor_stats([torch.randn(65)])
     assert big["values"] is None
+
+
+def test_stats_equal_torch_on_mixed_tensors():
+    torch.manual_seed(1)
+    ts = [
+        torch.randn(7, 9),
+        torch.randn(1),
+        torch.full((5,), 2.5),  # constant: histc widens the range to [v - 1, v + 1]
+        torch.randn(300).double() * 1e-8,
+        torch.randn(4, 4).t(),  # a transposed view
+        torch.randn(64).half(),
+        torch.tensor([1.0, float("inf"), -3.0]),
+        torch.randn(70_000),
+        torch.randn(0),
+        (torch.rand(1000) * 1e6).round(),  # values on bin edges
+    ]
+    for t, s in zip(ts, tensor_stats(ts), strict=True):
+        x = t.reshape(-1)
+        x = x.float() if x.dtype == torch.half else x
+        fin = x[torch.isfinite(x)]
+        assert s["nonfinite"] == x.numel() - fin.numel() and s["numel"] == x.numel()
+        if not fin.numel():
+            assert math.isnan(s["norm"])
+            continue
+        assert s["norm"] == pytest.approx(fin.double().norm().item(), rel=1e-9)
+        assert s["mean"] == pytest.approx(fin.double().mean().item(), rel=1e-9, abs=1e-300)
+        std = fin.double().std().item() if fin.numel() > 1 else 0.0
+        assert s["std"] == pytest.approx(std, rel=1e-6, abs=1e-300)
+        assert s["min"] == fin.min().item() and s["max"] == fin.max().item()
+        assert s["hist"] == torch.histc(fin, bins=32).tolist(), t.shape
 
 
 def test_single_element_std_is_zero_without_warning():
@@ -230,7 +261,50 @@ def test_throttle_by_wall_clock(setup):
     train(model, x, y, 1)
     watcher.end_run()  # the last step was not sampled: leaves are flushed
     assert watcher.samples == 4
-    assert watcher.steps == 31
+    # Forwards seen through the gate: only around samples (each sampled step and the
+    # three after it, whose CPU time prices the sample), not all 31.
+    assert 4 <= watcher.steps < 31
+
+
+def _clock_threads() -> list:
+    return [t for t in threading.enumerate() if t.name == "gradwidget-clock"]
+
+
+def _wait_until(cond, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return cond()
+
+
+def test_gate_is_on_the_module_only_while_a_sample_is_due(setup):
+    """Between samples nothing of ours runs per step: the forward hook comes and goes."""
+    model, x, y, w = setup
+    watcher = w.watch(every=0.3)
+    assert len(model._forward_hooks) == 1  # the first step is due at once
+    train(model, x, y, 4)  # the sampled step and the three after it that price it
+    assert watcher.samples == 1 and len(model._forward_hooks) == 0
+    assert _clock_threads(), "the clock waits for the next sample"
+    assert _wait_until(lambda: len(model._forward_hooks) == 1, 3.0)  # due again
+    train(model, x, y, 4)
+    assert watcher.samples == 2 and len(model._forward_hooks) == 0
+    w.unwatch()
+    assert hook_count(model) == 0
+    assert _wait_until(lambda: not _clock_threads()), "the clock thread exits after unwatch"
+    time.sleep(0.4)
+    assert len(model._forward_hooks) == 0  # and never puts a gate back
+
+
+def test_closing_the_widget_removes_hooks_and_the_clock_thread():
+    model = mlp()
+    x = torch.randn(16, 4)
+    w = gw.GradWidget(model, example_input=x)
+    w.watch(every=0.2)
+    train(model, x, torch.randn(16, 1), 4)
+    assert _clock_threads()
+    w.close()
+    assert hook_count(model) == 0
+    assert _wait_until(lambda: not _clock_threads(), 3.0)
 
 
 def test_throttle_sends_at_most_every(setup):
