@@ -177,6 +177,8 @@ export function mountGraph({ model, host, el: parent, ctx }) {
         return message(`Graphviz could not lay out this graph: ${describeError(e)}`, "gw-error");
       }
       prepare(next);
+      // Layouts so far (cache hits excluded): tests check appearance never re-lays out.
+      pane.dataset.layouts = String(Number(pane.dataset.layouts || 0) + 1);
       cache.set(dot, next);
       if (cache.size > LAYOUT_CACHE) cache.delete(cache.keys().next().value);
     }

@@ -61,12 +61,24 @@ def wait_units(nb, count: int, index: int = 0) -> None:
     )
 
 
+LAYOUTS_JS = "el => Number(el.querySelector('.gw-graph').dataset.layouts || 0)"
+MARK_SVG_JS = "el => { el.querySelector('.gw-graph svg').__gwMark = true; }"
+SAME_SVG_JS = "el => el.querySelector('.gw-graph svg')?.__gwMark === true"
+
+
+def layouts(nb, index: int = 0) -> int:
+    """Graphviz layouts widget ``index`` ran so far (a cached layout reused is not one)."""
+    return nb.widget(index).evaluate(LAYOUTS_JS)
+
+
 def test_mlp_widget(nb):
     nb.open(MLP_CELLS)
     nb.run_all()
     expected = nb.py("units(w)")
     assert expected == nb.py("len(w.graph)") == 10  # small: drawn in full, no module boxes
     wait_units(nb, expected, 0)
+    nb.widget(0).evaluate(MARK_SVG_JS)
+    assert layouts(nb) == 1
     wait_units(nb, expected, 1)
     wait_units(nb, expected + 1, 2)  # the captured graph has the .sum() too
     wait_units(nb, nb.py("units(w24)"), 3)
@@ -143,6 +155,9 @@ def test_mlp_widget(nb):
     rgb = [int(v) for v in re.findall(r"\d+", text_fill)[:3]]
     assert sum(rgb) > 3 * 160, text_fill  # light text on dark fills
     nb.screenshot(f"mlp-dark-{nb.app}")
+    # Hover, selection (both ways) and the theme only restyled: the first layout's SVG is
+    # still on the page and Graphviz ran once.
+    assert nb.widget(0).evaluate(SAME_SVG_JS) and layouts(nb) == 1
     nb.assert_no_errors()
 
 
@@ -153,6 +168,7 @@ def test_transformer_expand_collapse(nb):
     assert nb.py("len(w.view_modules)") >= 2  # the two encoder layers are boxes
     wait_units(nb, collapsed)
     assert nb.py("len(w.graph)") > collapsed
+    assert layouts(nb) == 1
 
     # Click a collapsed module: it expands, synced to the kernel, and shows more nodes.
     nb.widget(0).locator(".gw-fit").click()
@@ -162,6 +178,7 @@ def test_transformer_expand_collapse(nb):
     opened = nb.py("units(w)")
     assert opened > collapsed
     wait_units(nb, opened)
+    assert layouts(nb) == 2
     nb.screenshot(f"transformer-expanded-{nb.app}")
 
     # Hover on a collapsed box tells its module; on a cluster frame, how to collapse.
@@ -177,6 +194,7 @@ def test_transformer_expand_collapse(nb):
     label.click()
     assert nb.wait_py("units(w)", collapsed) == collapsed
     wait_units(nb, collapsed)
+    assert layouts(nb) == 2  # back to a view laid out before: its layout is reused
 
     # Depth control: depth 0 draws the whole encoder as one box.
     nb.widget(0).locator(".gw-depth select").select_option("0")
@@ -244,3 +262,49 @@ def test_pan_zoom_export_and_errors(nb):
     # A syntax error is reported by Graphviz on the console; nothing else may be.
     bad = [e for e in nb.unexpected_errors() if "syntax error" not in e.lower()]
     assert not bad, bad
+
+
+BIG_CELLS = [
+    "import torch, torch.nn as nn, gradwidget as gw\n" + UNITS,
+    "torch.manual_seed(0)\n"
+    "layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16,"
+    " batch_first=True)\n"
+    "enc = nn.TransformerEncoder(layer, num_layers=36, enable_nested_tensor=False)\n"
+    "w = gw.GradWidget(enc, example_input=torch.randn(2, 3, 8))\n"
+    "w",
+]
+
+STATUS_LOG_JS = """
+el => {
+  const status = el.querySelector('.gw-status');
+  window.__gwStatusLog = [];
+  new MutationObserver(() => {
+    if (!status.hidden) window.__gwStatusLog.push(status.textContent);
+  }).observe(status, { attributes: true, childList: true, characterData: true, subtree: true });
+}
+"""
+
+
+@pytest.mark.parametrize("app", ["lab"], indirect=True)
+def test_expand_everything_on_a_2000_node_graph(nb):
+    """The whole 36-layer encoder drawn open: a "laying out" indicator, then every node."""
+    nb.open(BIG_CELLS)
+    nb.run_all()
+    wait_units(nb, nb.py("units(w)"))
+    n = nb.py("len(w.graph)")
+    assert n >= 2000, n
+    nb.widget(0).evaluate(STATUS_LOG_JS)
+    nb.execute("w.depth = w.max_depth")
+    assert nb.py("units(w)") == n  # nothing left collapsed
+    nb.page.wait_for_function(
+        "([n]) => document.querySelectorAll('.gradwidget svg g.node').length === n",
+        arg=[n],
+        timeout=120_000,
+    )
+    log = nb.page.evaluate("() => window.__gwStatusLog")
+    assert any(f"laying out {n:,} boxes" in t for t in log), log
+    assert nb.widget(0).locator(".gw-status").is_hidden()
+    ms = float(nb.widget(0).locator(".gw-graph").get_attribute("data-render-ms"))
+    print(f"\n[{nb.app}] full view of {n} nodes laid out and shown in {ms:.0f} ms")
+    nb.screenshot("expand-everything-2000")
+    nb.assert_no_errors()

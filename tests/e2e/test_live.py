@@ -127,4 +127,6 @@ def test_colors_change_during_training(nb):
     lint = nb.widget().locator(".gw-lint-item[data-code='nonfinite']")
     lint.wait_for(timeout=15_000)
     assert "detect_anomaly" in lint.inner_text()
+    # Every color above was a restyle of the first layout: Graphviz ran once.
+    assert nb.widget().evaluate("el => el.querySelector('.gw-graph').dataset.layouts") == "1"
     nb.assert_no_errors()
