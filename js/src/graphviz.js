@@ -4,16 +4,14 @@
 export const MAX_UNITS = 20000;
 
 /**
- * Resolve the Graphviz instance held by the loader widget this model references.
- * @param {any} model anywidget model proxy
- * @param {any} host anywidget host (render's third argument)
- * @returns {Promise<any>}
+ * The loader widget's exports (`viz`, `layoutInWorker`, ...).
+ * @param {any} model
+ * @param {any} host
  */
-export async function getViz(model, host) {
+export async function getLoader(model, host) {
   const ref = model.get("loader");
   if (!ref || !host) throw new Error("Graphviz loader missing: update anywidget to >= 0.10.");
-  const loader = await host.getWidget(ref);
-  return loader.exports.viz;
+  return (await host.getWidget(ref)).exports;
 }
 
 /**
@@ -35,6 +33,28 @@ export function countUnits(dot) {
  */
 export function layout(viz, dot) {
   return viz.renderSVGElement(dot);
+}
+
+/**
+ * Lay out DOT text in the loader's worker, keeping the page responsive; on the main
+ * thread where no worker can run. Graphviz errors are thrown either way.
+ * @param {any} loader the loader widget's exports
+ * @param {any} viz the main thread's Graphviz (fallback)
+ * @param {string} dot
+ * @returns {Promise<SVGSVGElement>}
+ */
+export async function layoutOffThread(loader, viz, dot) {
+  let text;
+  try {
+    text = await loader.layoutInWorker(dot);
+  } catch (e) {
+    if (/** @type {any} */ (e).errors) throw e; // Graphviz's own error: same on any thread
+    return layout(viz, dot);
+  }
+  const doc = new DOMParser().parseFromString(text, "image/svg+xml");
+  const root = doc.documentElement;
+  if (root.nodeName !== "svg") throw new Error("Graphviz returned no SVG");
+  return /** @type {SVGSVGElement} */ (document.importNode(root, true));
 }
 
 /**

@@ -27,14 +27,74 @@ async function importText(code) {
 }
 
 /**
- * @param {DataView} bytes gzipped ES module text
+ * @param {Promise<string>} source the @viz-js/viz ES module text
  * @returns {Promise<any>} a @viz-js/viz instance
  */
-async function compile(bytes) {
+async function compile(source) {
   // Counted so tests can check Graphviz is compiled once per page.
   globalThis.__gradwidget_viz_compiles = (globalThis.__gradwidget_viz_compiles || 0) + 1;
-  const mod = await importText(await gunzipText(bytes));
+  const mod = await importText(await source);
   return mod.instance();
+}
+
+// A second Graphviz in a Web Worker lays out big views so the page stays responsive; it
+// gets the same module text and answers {id, svg} or {id, errors}.
+const WORKER_SOURCE = `
+let viz = null;
+onmessage = async ({ data }) => {
+  if (data.code) {
+    const url = URL.createObjectURL(new Blob([data.code], { type: "text/javascript" }));
+    viz = import(url).then((m) => m.instance());
+    return;
+  }
+  try {
+    const r = (await viz).render(data.dot, { format: "svg" });
+    if (r.status === "success") postMessage({ id: data.id, svg: r.output });
+    else postMessage({ id: data.id, errors: r.errors.map((e) => e.message) });
+  } catch (e) {
+    postMessage({ id: data.id, errors: [String((e && e.message) || e)], broken: true });
+  }
+};
+`;
+
+/**
+ * Start the layout worker. Resolves to `render(dot) -> Promise<svg text>`; rejects where
+ * the page may not start workers (callers then lay out on the main thread).
+ * @param {Promise<string>} source
+ */
+async function startWorker(source) {
+  const code = await source;
+  const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
+  const worker = new Worker(url);
+  /** @type {Map<number, {resolve: Function, reject: Function}>} */
+  const pending = new Map();
+  let next = 0;
+  const fail = (/** @type {string} */ why) => {
+    for (const p of pending.values()) p.reject(new Error(why));
+    pending.clear();
+  };
+  worker.onerror = (e) => {
+    e.preventDefault();
+    globalThis.__gradwidget_worker_broken = true;
+    fail(`layout worker failed: ${e.message || "could not start"}`);
+  };
+  worker.onmessage = ({ data }) => {
+    const p = pending.get(data.id);
+    pending.delete(data.id);
+    if (!p) return;
+    if (data.svg !== undefined) return p.resolve(data.svg);
+    const err = new Error(data.errors.join("; "));
+    if (data.broken) globalThis.__gradwidget_worker_broken = true;
+    else Object.assign(err, { errors: data.errors.map((message) => ({ message })) });
+    p.reject(err);
+  };
+  worker.postMessage({ code });
+  return (/** @type {string} */ dot) =>
+    new Promise((resolve, reject) => {
+      next += 1;
+      pending.set(next, { resolve, reject });
+      worker.postMessage({ id: next, dot });
+    });
 }
 
 /**
@@ -75,9 +135,18 @@ function once(key, make) {
 export default {
   initialize({ model }) {
     const digest = model.get("frontend_digest");
+    const key = model.get("digest");
+    const source = () => once(`__gradwidget_vizsrc_${key}`, () => gunzipText(model.get("viz_gz")));
     return {
-      viz: once(`__gradwidget_viz_${model.get("digest")}`, () => compile(model.get("viz_gz"))),
+      viz: once(`__gradwidget_viz_${key}`, () => compile(source())),
       frontend: once(`__gradwidget_frontend_${digest}`, () => loadFrontend(model, digest)),
+      /** Lay out off the main thread (started on first use); rejects without `errors`
+       * when no worker can run here. */
+      async layoutInWorker(/** @type {string} */ dot) {
+        if (globalThis.__gradwidget_worker_broken) throw new Error("no layout worker");
+        const render = await once(`__gradwidget_worker_${key}`, () => startWorker(source()));
+        return render(dot);
+      },
     };
   },
 };
