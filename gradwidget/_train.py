@@ -688,6 +688,9 @@ class Trainer:
             "eta": (a.total - a.step) / rate if rate > 0 else None,
             "loss": losses[-1] if losses and math.isfinite(losses[-1]) else None,
             "status": run["status"],
+            # Running in the cell that called it: the kernel takes no messages until it
+            # ends, so the widget's stop interrupts the kernel instead.
+            "in_cell": a.sync,
         }
         if now - self._runs_published >= RUN_INFO_INTERVAL:  # the legend's running loss
             self._publish_runs()

@@ -159,8 +159,19 @@ export function mountControls({ model, ctx }) {
   const button = (label, action, title) => {
     const b = h("button", { type: "button", class: "gw-btn", textContent: label, title });
     b.dataset.action = action;
-    b.addEventListener("click", () => send(b.dataset.action));
+    b.addEventListener("click", () => (inCell() && b.dataset.action === "stop" ? interrupt() : send(b.dataset.action)));
     return b;
+  };
+  // The first run executes inside its cell: the kernel reads no widget message until the
+  // cell ends, so "stop" interrupts the kernel (like the notebook's ■) and pause/step wait.
+  const inCell = () => model.get("train_state") === "running" && Boolean((model.get("progress") || {}).in_cell);
+  const interrupt = () => {
+    const kernel = model.widget_manager?.kernel;
+    if (kernel && typeof kernel.interrupt === "function") {
+      kernel.interrupt().catch((e) => console.warn("gradwidget: could not interrupt the kernel", e));
+    } else {
+      send("stop"); // no kernel handle here: stops once the cell lets the kernel read it
+    }
   };
   const runBtn = button("▶ run", "run", "rerun training from the starting weights");
   const pauseBtn = button("pause", "pause", "pause / resume the run");
@@ -207,8 +218,12 @@ export function mountControls({ model, ctx }) {
     const busy = state === "running" || state === "paused" || state === "scheduled";
     pauseBtn.textContent = state === "paused" ? "resume" : "pause";
     pauseBtn.dataset.action = state === "paused" ? "resume" : "pause";
-    pauseBtn.disabled = !busy;
+    const cell = inCell();
+    pauseBtn.disabled = !busy || cell;
+    stepBtn.disabled = cell;
+    pauseBtn.title = cell ? "this run is inside its cell: stop it, or wait for it to end" : "pause / resume the run";
     stopBtn.disabled = !busy;
+    stopBtn.title = cell ? "stop the run (interrupts the kernel: the cell ends with KeyboardInterrupt)" : "stop the run";
   };
   const showProgress = () => {
     const p = model.get("progress") || {};
@@ -257,7 +272,10 @@ export function mountControls({ model, ctx }) {
     "change:total_steps": () => (stepsInput.value = String(model.get("total_steps"))),
     "change:live": () => (live.checked = model.get("live")),
     "change:train_state": showState,
-    "change:progress": showProgress,
+    "change:progress": () => {
+      showProgress();
+      showState(); // in_cell comes with the progress
+    },
     "change:train_output": showOutput,
     "change:trainable": showTrainable,
   };

@@ -462,13 +462,17 @@ class NotebookPage:
             " && p.sessionContext.session.kernel.connectionStatus === 'connected'); }"
         )
 
+    def start_all(self) -> None:
+        """Run All Cells through the real Run menu, without waiting for them."""
+        self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
+        self.page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
+
     def run_all(self, timeout: float = 120) -> None:
         """Run All Cells through the real Run menu, then wait until every cell has run.
 
         Raises AssertionError with the error text if a cell raised.
         """
-        self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
-        self.page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
+        self.start_all()
         self.wait_cells_done(timeout)
 
     def cell_state(self) -> dict:

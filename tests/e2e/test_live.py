@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
@@ -53,8 +52,7 @@ FILLS_JS = """
 @pytest.mark.parametrize("app", ["lab"], indirect=True)
 def test_colors_change_during_training(nb):
     nb.open([SETUP, TRAIN])
-    nb.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
-    nb.page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
+    nb.start_all()
     nb.widget().locator("svg g.node").first.wait_for(timeout=60_000)
     initial = nb.page.evaluate(FILLS_JS)
     assert initial.replace("|", "") == "", "no gradient colors before watching"

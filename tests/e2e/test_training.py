@@ -138,3 +138,52 @@ def test_divergence_and_lr_find_in_the_browser(nb):
         timeout=30_000,
     )
     nb.assert_no_errors()
+
+
+# A first run long enough to stop by hand (~10 minutes if nobody does).
+LONG_RUN = (
+    "%%train w --steps 100000\n"
+    "for step in w.steps():\n"
+    "    opt.zero_grad()\n"
+    "    loss = nn.functional.mse_loss(model(x), y)\n"
+    "    loss.backward()\n"
+    "    opt.step()\n"
+    "    w.log(loss=loss)\n"
+    "    time.sleep(0.005)"
+)
+
+
+def test_stop_button_ends_the_run_inside_its_cell(nb):
+    """The first run executes in its cell, so the kernel reads no widget message until it
+    ends: the stop button interrupts the kernel instead, and the widget stays usable."""
+    nb.open([CELLS[0], LONG_RUN])
+    nb.start_all()
+    w = nb.widget()
+    nb.page.wait_for_function(
+        "() => /step [1-9]\\d*\\/100000/.test("
+        "document.querySelector('.gradwidget .gw-progress-text')?.textContent || '')",
+        timeout=60_000,
+    )
+    assert w.locator("button[data-action='pause']").is_disabled()  # cannot reach the kernel
+    t0 = time.monotonic()
+    w.locator("button[data-action='stop']").click()
+    deadline = time.monotonic() + 30
+    while nb.cell_state()["pending"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stopped_in = time.monotonic() - t0
+    errors = nb.cell_state()["errors"]
+    assert len(errors) == 1 and "KeyboardInterrupt" in errors[0], errors
+    status, steps = nb.py("(w.runs[-1]['status'], len(w.runs[-1]['losses']))")
+    assert status == "stopped" and 0 < steps < 100_000, (status, steps)
+    w.locator(".gw-train-state[data-state='idle']").wait_for(timeout=10_000)
+    print(f"\n[{nb.app}] stop ended the in-cell run after {steps} steps in {stopped_in:.2f} s")
+    assert stopped_in < 10
+
+    # Still usable: the run button reruns in the background (the kernel is free now).
+    nb.execute("w.total_steps = 20")  # a settings change reruns by itself
+    nb.wait_py("w.runs[-1]['status']", "done", timeout=60)
+    n = nb.py("len(w.runs)")
+    w.locator("button[data-action='run']").click()
+    done = f"len(w.runs) == {n + 1} and w.runs[-1]['status'] == 'done'"
+    assert nb.wait_py(done, True, timeout=60) is True
+    nb.assert_no_errors()
