@@ -69,6 +69,8 @@ export function mountGraph({ model, host, el: parent, ctx }) {
   fitBtn.title = "Fit the whole graph in view";
   const exportBtn = el("button", "gw-export", tools, "SVG");
   exportBtn.title = "Download the rendered graph as SVG";
+  const pngBtn = el("button", "gw-export-png", tools, "PNG");
+  pngBtn.title = "Download the rendered graph as PNG (2x)";
 
   const fillDepth = () => {
     const max = model.get("max_depth") || 0;
@@ -92,6 +94,7 @@ export function mountGraph({ model, host, el: parent, ctx }) {
   });
   fitBtn.addEventListener("click", () => pz.fit());
   exportBtn.addEventListener("click", () => exportSvg());
+  pngBtn.addEventListener("click", () => exportPng().catch((e) => console.warn("gradwidget: PNG export failed", e)));
 
   // ---- state ---------------------------------------------------------------------------
   /** @type {SVGSVGElement|null} */
@@ -258,8 +261,9 @@ export function mountGraph({ model, host, el: parent, ctx }) {
     restyleSelection(false);
   }
 
-  function exportSvg() {
-    if (!svg) return;
+  /** The graph as a standalone SVG file's text and size in pt, or null when none is drawn. */
+  function exportedSvg() {
+    if (!svg) return null;
     const copy = /** @type {SVGSVGElement} */ (svg.cloneNode(true));
     const vb = svg.dataset.baseViewBox || svg.getAttribute("viewBox") || "";
     const [, , w, h] = vb.split(" ").map(Number);
@@ -277,15 +281,46 @@ export function mountGraph({ model, host, el: parent, ctx }) {
     }
     bg.setAttribute("class", "gw-export-bg");
     copy.insertBefore(bg, copy.firstChild);
-    const text = new XMLSerializer().serializeToString(copy);
-    const url = URL.createObjectURL(new Blob([text], { type: "image/svg+xml" }));
+    return { text: new XMLSerializer().serializeToString(copy), w, h };
+  }
+
+  /** @param {Blob} blob @param {string} ext */
+  function download(blob, ext) {
+    const url = URL.createObjectURL(blob);
     const a = document.createElement("a");
     a.href = url;
-    a.download = `${model.get("title") || "autograd-graph"}.svg`;
+    a.download = `${model.get("title") || "autograd-graph"}.${ext}`;
     document.body.appendChild(a);
     a.click();
     a.remove();
     setTimeout(() => URL.revokeObjectURL(url), 1000);
+  }
+
+  function exportSvg() {
+    const out = exportedSvg();
+    if (out) download(new Blob([out.text], { type: "image/svg+xml" }), "svg");
+  }
+
+  /** The same SVG drawn on a canvas at 2x (less for huge graphs: canvases top out ~16k px). */
+  async function exportPng() {
+    const out = exportedSvg();
+    if (!out) return;
+    const px = { w: (out.w * 4) / 3, h: (out.h * 4) / 3 };
+    const scale = Math.min(2, 16000 / Math.max(px.w, px.h, 1));
+    const url = URL.createObjectURL(new Blob([out.text], { type: "image/svg+xml" }));
+    try {
+      const img = new Image();
+      img.src = url;
+      await img.decode();
+      const canvas = document.createElement("canvas");
+      canvas.width = Math.max(1, Math.round(px.w * scale));
+      canvas.height = Math.max(1, Math.round(px.h * scale));
+      canvas.getContext("2d").drawImage(img, 0, 0, canvas.width, canvas.height);
+      const blob = await new Promise((r) => canvas.toBlob(r, "image/png"));
+      if (blob) download(blob, "png");
+    } finally {
+      URL.revokeObjectURL(url);
+    }
   }
 
   // ---- selection -------------------------------------------------------------------------

@@ -246,6 +246,15 @@ def test_pan_zoom_export_and_errors(nb):
     text = Path(dl.value.path()).read_text(encoding="utf-8")
     assert text.startswith("<svg") and text.count('class="node') == 10
     assert re.search(r'<rect [^>]*fill="#ffffff"', text)  # readable in dark viewers too
+    with nb.page.expect_download() as dl:
+        nb.widget(0).locator(".gw-export-png").click()
+    png = Path(dl.value.path()).read_bytes()
+    dl.value.save_as(nb.screenshot(f"export-page-{nb.app}").with_name(f"export-{nb.app}.png"))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and dl.value.suggested_filename.endswith(".png")
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    vb = [float(v) for v in svg.get_attribute("data-base-view-box").split()]
+    assert (width, height) == (round(vb[2] * 4 / 3 * 2), round(vb[3] * 4 / 3 * 2))
+    assert len(png) > 5_000  # drawn, not a blank canvas
 
     # Bad DOT and over-the-limit views: readable messages inside the widget.
     nb.execute("w.dot = 'digraph { a -> }'")
