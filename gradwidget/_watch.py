@@ -551,7 +551,13 @@ class Watcher:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.remove()
+        # The block's last step is its run's last: show its gradients whatever the clock.
+        try:
+            self.end_run()
+        except Exception as err:
+            self._internal_error(err)
+        finally:
+            self.remove()
 
     def __repr__(self) -> str:
         what = type(self.module).__name__ if self.module is not None else "tensors"

@@ -307,6 +307,16 @@ def test_closing_the_widget_removes_hooks_and_the_clock_thread():
     assert _wait_until(lambda: not _clock_threads(), 3.0)
 
 
+def test_leaving_the_watch_block_shows_the_last_step(setup):
+    model, x, y, w = setup
+    with w.watch(every=3600) as watcher:
+        train(model, x, y, 5)
+        assert watcher.samples == 1  # the first step only, the clock says wait
+    assert watcher.samples == 2 and hook_count(model) == 0
+    for name, p in model.named_parameters():
+        assert w.stats()[f"leaf:{name}"]["norm"] == pytest.approx(p.grad.norm().item(), rel=1e-5)
+
+
 def test_throttle_sends_at_most_every(setup):
     model, x, y, w = setup
     sent = []
