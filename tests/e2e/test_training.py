@@ -12,6 +12,21 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 pytestmark = pytest.mark.browser
 
+
+def train_cell(steps: int, sleep: float) -> str:
+    """A %%train cell: the usual loop, sleeping ``sleep`` seconds per step."""
+    return (
+        f"%%train w --steps {steps}\n"
+        "for step in w.steps():\n"
+        "    opt.zero_grad()\n"
+        "    loss = nn.functional.mse_loss(model(x), y)\n"
+        "    loss.backward()\n"
+        "    opt.step()\n"
+        "    w.log(loss=loss)\n"
+        f"    time.sleep({sleep})"
+    )
+
+
 CELLS = [
     "import time, torch, torch.nn as nn, gradwidget as gw\n"
     "%load_ext gradwidget\n"
@@ -21,15 +36,7 @@ CELLS = [
     'w = gw.GradWidget(model, example_input=x, lr=1e-2, optimizer="adam")\n'
     "w",
     # Each step sleeps a little so a rerun lasts ~3 s: long enough to interact during it.
-    "%%train w --steps 300\n"
-    "for step in w.steps():\n"
-    "    opt.zero_grad()\n"
-    "    loss = nn.functional.mse_loss(model(x), y)\n"
-    "    loss.backward()\n"
-    "    opt.step()\n"
-    "    w.log(loss=loss)\n"
-    "    time.sleep(0.01)\n"
-    'print("final loss", loss.item())',
+    train_cell(300, 0.01) + '\nprint("final loss", loss.item())',
 ]
 
 LEGEND_COUNT = "() => document.querySelectorAll('.gradwidget .gw-runs-legend [data-run]').length"
@@ -141,16 +148,7 @@ def test_divergence_and_lr_find_in_the_browser(nb):
 
 
 # A first run long enough to stop by hand (~10 minutes if nobody does).
-LONG_RUN = (
-    "%%train w --steps 100000\n"
-    "for step in w.steps():\n"
-    "    opt.zero_grad()\n"
-    "    loss = nn.functional.mse_loss(model(x), y)\n"
-    "    loss.backward()\n"
-    "    opt.step()\n"
-    "    w.log(loss=loss)\n"
-    "    time.sleep(0.005)"
-)
+LONG_RUN = train_cell(100_000, 0.005)
 
 
 def test_stop_button_ends_the_run_inside_its_cell(nb):
