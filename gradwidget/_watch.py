@@ -10,7 +10,7 @@ the watcher instruments per *sample*, not per step:
   (:class:`_Clock`) puts it there when the wall clock reaches the watcher's next sample
   time, and the hook takes itself off once it has armed the sample and measured the
   three steps after it. A permanent forward hook cost ~1.5% of the tiny MLP's steps
-  here, the gate ~0. The thread exits when no watcher is waiting. (Plain tensors have
+  here, the gate ~0. The thread exits when nothing is watched. (Plain tensors have
   no forward to hook: one post-accumulate hook per leaf does the clock check.)
 * When a sample is due (every ``every`` seconds, default 0.2 s, spaced further apart if
   a sample's CPU cost would exceed ``max_overhead`` = 1.5% of the time between samples,
@@ -402,7 +402,6 @@ class Watcher:
         self._seq_ids = [n.id for n in seq]
         self._seq_keys = ["AccumulateGrad" if n.kind == "leaf" else n.op for n in seq]
         self._leaf_node = self._leaf_nodes()
-        self._index = {n.id: n.index for n in graph.nodes}
         self._outputs = [n.id for n in graph.nodes if n.kind == "output"]
 
         self._handles: list[Any] = []  # per-watch hooks (leaves), removed by remove()
@@ -510,18 +509,13 @@ class Watcher:
         gate = self._gate is not None
         return len(self._handles) + gate + len(self._sample_handles) + len(self._probe_handles)
 
-    @property
-    def watching(self) -> bool:
-        """True from attaching until :meth:`remove`."""
-        return self._active
-
     def _open_gate(self) -> None:
         with self._gate_lock:
             if self._gate is None and self._active and self.module is not None:
                 self._gate = self.module.register_forward_hook(self._on_forward)
 
     def _close_gate(self) -> None:
-        """Off the module until the next sample is due (the clock opens it again)."""
+        """Off the module (until the clock opens it again, unless removed)."""
         with self._gate_lock:
             if self._gate is None:
                 return
@@ -533,10 +527,7 @@ class Watcher:
         _release(self)
         active, self._active = self._active, False
         _CLOCK.discard(self)
-        with self._gate_lock:
-            if self._gate is not None:
-                self._gate.remove()
-                self._gate = None
+        self._close_gate()
         for h in self._handles + self._sample_handles + self._probe_handles:
             h.remove()
         self._handles, self._sample_handles, self._probe_handles = [], [], []

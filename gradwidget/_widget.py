@@ -467,10 +467,7 @@ class GradWidget(anywidget.AnyWidget):
         return list(self.grad_lint)
 
     def _send_grads(self, watcher: Watcher, changed: list[str]) -> None:
-        index = {n.id: n.index for n in self.graph.nodes}
-        self.grad_stats = encode_stats(
-            index, {k: watcher.latest[k] for k in changed}, watcher.samples
-        )
+        self.grad_stats = encode_stats({k: watcher.latest[k] for k in changed}, watcher.samples)
         if watcher.lints != self.grad_lint:
             self.grad_lint = watcher.lints
         self.grad_watch = {

@@ -150,13 +150,14 @@ STATS_MAGIC = b"GWS1"
 STATS_HIST_BINS = 32
 
 
-def encode_stats(index: dict[str, int], stats: dict[str, dict[str, Any]], step: int) -> bytes:
+def encode_stats(stats: dict[str, dict[str, Any]], step: int) -> bytes:
     """One binary stats update for the nodes in ``stats`` (only what this sample changed).
 
     Layout, little-endian, every section 4-byte aligned::
 
         b"GWS1"  u32 n  u32 step  u32 n_values
-        i32[n]                  node row index in the ``nodes`` table (ids not drawn: skipped)
+        i32[n]                  node row in the ``nodes`` table (each stats' ``index``;
+                                -1, a tensor the graph does not draw: skipped)
         f32[n, len(STAT_COLUMNS)]
         f32[n, 32]              histogram counts over [min, max] of the finite values
         u32[n] grad_len  u32[n] data_len     (0 unless the tensor has <= 64 elements)
@@ -164,7 +165,7 @@ def encode_stats(index: dict[str, int], stats: dict[str, dict[str, Any]], step: 
 
     The browser keeps each node's history itself, so nothing is ever resent.
     """
-    rows = [(index[nid], s) for nid, s in stats.items() if nid in index]
+    rows = [(s["index"], s) for s in stats.values() if s["index"] >= 0]
     n = len(rows)
     ncol = len(STAT_COLUMNS)
     idx = np.fromiter((i for i, _ in rows), dtype="<i4", count=n)

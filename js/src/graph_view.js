@@ -188,13 +188,14 @@ export function mountGraph({ model, host, el: parent, ctx }) {
         if (gen !== generation) return;
         return message(`Graphviz could not lay out this graph: ${describeError(e)}`, "gw-error");
       }
-      if (gen !== generation) return; // a newer view was asked for meanwhile
       pane.dataset.layoutMs = (performance.now() - t0).toFixed(1);
       prepare(next);
       // Layouts so far (cache hits excluded): tests check appearance never re-lays out.
       pane.dataset.layouts = String(Number(pane.dataset.layouts || 0) + 1);
+      // Cached even if a newer view was asked for meanwhile: going back reuses it.
       cache.set(dot, next);
       if (cache.size > LAYOUT_CACHE) cache.delete(cache.keys().next().value);
+      if (gen !== generation) return;
     }
     if (n > BIG_VIEW) {
       // Parsing a big SVG and showing it are each ~0.3 s here: two tasks, not one freeze.

@@ -65,7 +65,13 @@ onmessage = async ({ data }) => {
 async function startWorker(source) {
   const code = await source;
   const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
-  const worker = new Worker(url);
+  let worker;
+  try {
+    worker = new Worker(url);
+  } catch (e) {
+    globalThis.__gradwidget_worker_broken = true; // no workers on this page: don't retry
+    throw e;
+  }
   /** @type {Map<number, {resolve: Function, reject: Function}>} */
   const pending = new Map();
   let next = 0;

@@ -296,7 +296,6 @@ class WsMessage:
     msg_type: str
     content: dict
     nbuffers: int
-    parent_type: str = ""  # msg_type of the request this message answers
     at: float = field(default_factory=time.monotonic)  # when the harness saw the frame
 
 
@@ -406,9 +405,8 @@ class NotebookPage:
                 msg, nbuf = parsed
                 size = len(payload.encode() if isinstance(payload, str) else payload)
                 mtype = (msg.get("header") or {}).get("msg_type", "")
-                parent = (msg.get("parent_header") or {}).get("msg_type", "")
                 content = msg.get("content") or {}
-                self.ws.append(WsMessage(direction, size, mtype, content, nbuf, parent))
+                self.ws.append(WsMessage(direction, size, mtype, content, nbuf))
 
             return on_frame
 

@@ -37,12 +37,18 @@ def shown(root, key: str) -> list[float]:
     return numbers(root.locator(f".gw-jac-values-{key} .gw-jac-values-data").text_content())
 
 
-def test_heatmap_renders_and_v_slider_updates_vjp(nb):
-    nb.open(SMALL)
+def open_heatmap(nb, cells: list[str]):
+    """Run ``cells`` and wait for the Jacobian widget's heatmap: (widget root, its canvas)."""
+    nb.open(cells)
     nb.run_all()
     root = nb.widget(selector=".gw-jacobian")
     canvas = root.locator(".gw-jac-heat canvas")
     canvas.wait_for()
+    return root, canvas
+
+
+def test_heatmap_renders_and_v_slider_updates_vjp(nb):
+    root, canvas = open_heatmap(nb, SMALL)
     # One canvas pixel per entry of J (3 outputs × 4 inputs), painted with the colormap.
     assert canvas.evaluate("c => [c.width, c.height]") == [4, 3]
     J = nb.py("w.J.tolist()")
@@ -122,11 +128,7 @@ def _wait_values(root, key: str, expected: list[float], timeout: float = 15) -> 
 
 
 def test_large_jacobian_is_summarised_in_the_browser(nb):
-    nb.open(LARGE)
-    nb.run_all()
-    root = nb.widget(selector=".gw-jacobian")
-    canvas = root.locator(".gw-jac-heat canvas")
-    canvas.wait_for()
+    root, canvas = open_heatmap(nb, LARGE)
     assert canvas.evaluate("c => [c.width, c.height]") == [500, 500]
     note = root.locator(".gw-jac-note").text_content()
     assert "2,250,000 entries" in note and "block means" in note
