@@ -76,7 +76,7 @@ class TrainMagics(Magics):
                 ns.pop("sched", None)
             exec(code, ns)
 
-        widget._trainer.bind(body, steps=args.steps, seed=args.seed)
+        widget.bind_training(body, steps=args.steps, seed=args.seed)
 
 
 def load_ipython_extension(ipython: Any) -> None:

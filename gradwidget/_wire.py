@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._constants import HIST_BINS, STAT_COLUMNS
 from ._graph import Graph
 
 #: Node columns sent to the browser, in this order.
@@ -144,10 +145,7 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- live gradients ----
-#: Per-node float32 columns of a stats update, in this order (then HIST_BINS counts).
-STAT_COLUMNS = ("norm", "mean", "std", "min", "max", "absmean", "nonfinite", "numel")
 STATS_MAGIC = b"GWS1"
-STATS_HIST_BINS = 32
 
 
 def encode_stats(stats: dict[str, dict[str, Any]], step: int) -> bytes:
@@ -170,7 +168,7 @@ def encode_stats(stats: dict[str, dict[str, Any]], step: int) -> bytes:
     ncol = len(STAT_COLUMNS)
     idx = np.fromiter((i for i, _ in rows), dtype="<i4", count=n)
     scal = np.zeros((n, ncol), dtype="<f4")
-    hist = np.zeros((n, STATS_HIST_BINS), dtype="<f4")
+    hist = np.zeros((n, HIST_BINS), dtype="<f4")
     glen = np.zeros(n, dtype="<u4")
     dlen = np.zeros(n, dtype="<u4")
     values: list[float] = []
@@ -214,7 +212,7 @@ def decode_stats(buf: bytes) -> dict[str, Any]:
 
     idx = take("<i4", n)
     scal = take("<f4", n * ncol).reshape(n, ncol)
-    hist = take("<f4", n * STATS_HIST_BINS).reshape(n, STATS_HIST_BINS)
+    hist = take("<f4", n * HIST_BINS).reshape(n, HIST_BINS)
     glen = take("<u4", n)
     dlen = take("<u4", n)
     vals = take("<f4", nvals)

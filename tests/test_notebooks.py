@@ -34,7 +34,7 @@ BINDER = ROOT / "binder"
 README = ROOT / "README.md"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
-#: The tutorial path, in order (issue 7).
+#: The tutorial path, in order.
 TUTORIALS = (
     "00-quickstart",
     "01-gradients",
@@ -42,8 +42,6 @@ TUTORIALS = (
     "03-learning-rate-and-optimizers",
     "04-a-real-model",
 )
-#: Tutorials still being written: missing ones skip (with the reason) instead of failing.
-PENDING = {"00-quickstart", "04-a-real-model"}
 
 # Cell magics whose body is Python (``%%train`` runs it as the training loop).
 PYTHON_CELL_MAGICS = {"train", "time", "timeit", "capture", "prun"}
@@ -72,11 +70,9 @@ def code_cells(path: Path):
 
 
 def require_tutorial(stem: str) -> Path:
-    """Path of a tutorial; skips if it is one the lead is still writing, fails otherwise."""
+    """Path of a tutorial; fails when it is missing."""
     path = NOTEBOOKS / f"{stem}.ipynb"
     if not path.exists():
-        if stem in PENDING:
-            pytest.skip(f"notebooks/{path.name} is not written yet (issue 7)")
         pytest.fail(f"notebooks/{path.name} is missing")
     return path
 
@@ -337,11 +333,7 @@ def relative_links(markdown: str) -> list[str]:
 
 def check_links(links: list[str], base: Path, where: str) -> None:
     missing = sorted({t for t in links if t and not (base / t).exists()})
-    pending = {f"{s}.ipynb" for s in PENDING}
-    hard = [t for t in missing if Path(t).name not in pending]
-    assert not hard, f"{where} links to files that do not exist: {hard}"
-    if missing:
-        pytest.skip(f"{where} links to {missing}, not written yet (issue 7)")
+    assert not missing, f"{where} links to files that do not exist: {missing}"
 
 
 @NB

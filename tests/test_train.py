@@ -1,5 +1,5 @@
 """Training runs: sync first run, reruns in a worker, cancel/debounce, history, divergence,
-lr_find, schedules, output routing, and the reliability properties of issue 5."""
+lr_find, schedules, output routing, and the reliability of runs (stop, rerun, errors, no leaks)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import traitlets
 from torch import nn
 
 from gradwidget import GradWidget, _train
+from gradwidget._optim import SCHEDULES, schedule_curve, suggest_lr
 from gradwidget._output import _Router, routed_threads
-from gradwidget._train import SCHEDULES, schedule_curve, suggest_lr
 
 
 def _problem(seed: int = 0):
@@ -492,8 +492,6 @@ def test_controls_messages_from_the_browser(setup):
 
 def test_live_gradient_watcher_follows_runs(setup):
     w, model, x, y = setup
-    if not hasattr(w, "watch"):
-        pytest.skip("live gradients (issue 4) not available")
     w.watch()
     try:
         w.train(_step_fn(model, x, y), steps=10)

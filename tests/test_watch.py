@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 import gradwidget as gw
-from gradwidget._watch import Watcher, align, tensor_stats
+from gradwidget._stats import tensor_stats
+from gradwidget._steps import align
+from gradwidget._watch import Watcher
 from gradwidget._wire import decode_stats
 
 

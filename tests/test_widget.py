@@ -12,7 +12,7 @@ import torch.nn as nn
 import traitlets
 
 import gradwidget as gw
-from gradwidget import _loader, _widget, _wire
+from gradwidget import _loader, _view, _widget, _wire
 from gradwidget._dot import view_of
 from gradwidget._loader import VizLoader, get_loader
 
@@ -143,7 +143,7 @@ def test_selected_is_validated(mlp):
 
 def test_over_the_limit_view_shows_a_message(mlp, monkeypatch):
     model, x = mlp
-    monkeypatch.setattr(_widget, "MAX_VISIBLE_NODES", 5)
+    monkeypatch.setattr(_view, "MAX_VISIBLE_NODES", 5)
     w = gw.GradWidget(model, example_input=x, depth=1)
     assert w.dot == "" and "over the limit of 5" in w.view_error
     w.depth = 0  # three module boxes: under the limit again
@@ -176,7 +176,7 @@ def bundle_of(w) -> dict:
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="needs the system Graphviz dot")
 def test_static_fallback_picture(mlp, monkeypatch):
-    """A saved notebook keeps an SVG of the view next to the widget view (issue 7)."""
+    """A saved notebook keeps an SVG of the view next to the widget view."""
     model, x = mlp
     w = gw.GradWidget(model, example_input=x)
     data = bundle_of(w)
@@ -197,10 +197,10 @@ def test_static_fallback_picture(mlp, monkeypatch):
     monkeypatch.setattr(_widget, "STATIC_FALLBACK", False)
     assert "image/svg+xml" not in bundle_of(gw.GradWidget(model, example_input=x))
     monkeypatch.setattr(_widget, "STATIC_FALLBACK", True)
-    monkeypatch.setattr(_widget, "STATIC_FALLBACK_MAX_UNITS", 3)
+    monkeypatch.setattr(_view, "STATIC_FALLBACK_MAX_UNITS", 3)
     assert "image/svg+xml" not in bundle_of(gw.GradWidget(model, example_input=x))
-    monkeypatch.setattr(_widget.shutil, "which", lambda _name: None)
-    monkeypatch.setattr(_widget, "STATIC_FALLBACK_MAX_UNITS", 300)
+    monkeypatch.setattr(_view.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(_view, "STATIC_FALLBACK_MAX_UNITS", 300)
     assert "image/svg+xml" not in bundle_of(gw.GradWidget(model, example_input=x))
 
 

@@ -1,0 +1,165 @@
+"""The live-gradients part of GradWidget: watch/unwatch, statistics, lints, the grad_* traits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import traitlets
+
+from ._graph import Graph
+from ._lint import LintConfig
+from ._targets import caller_names
+from ._watch import DEFAULT_EVERY, DEFAULT_MAX_OVERHEAD, Watcher
+from ._wire import encode_stats
+
+
+class LiveGradients(traitlets.HasTraits):
+    """Traits and methods of the live gradients; a part of :class:`~gradwidget.GradWidget`.
+
+    The composing widget sets ``self.graph``, ``self.module`` and ``self.auto_watch``.
+    """
+
+    graph: Graph
+    module: torch.nn.Module | None
+    auto_watch: bool
+
+    grad_stats = traitlets.Bytes(
+        b"", help="Latest statistics of the changed nodes (_wire.encode_stats)."
+    ).tag(sync=True)
+    grad_lint = traitlets.List(traitlets.Dict(), help="Current gradient warnings.").tag(sync=True)
+    grad_watch = traitlets.Dict(help='Watch state: "watching", "every_ms", "samples", ...').tag(
+        sync=True
+    )
+
+    def watch(
+        self,
+        target: Any = None,
+        *,
+        every: float = DEFAULT_EVERY,
+        lint: LintConfig | None = None,
+        max_overhead: float = DEFAULT_MAX_OVERHEAD,
+    ) -> Watcher:
+        """Show gradients live on the graph while training; replaces any earlier watch.
+
+        Parameters
+        ----------
+        target : nn.Module, tensor, or list/dict of tensors, optional
+            What to watch; default the module this widget drew. A module: every parameter
+            and every intermediate of each forward. Leaf tensors (``[w, b]``) are watched
+            on every backward; a non-leaf tensor (a loss) for its next backward.
+        every : float
+            Minimum seconds between two samples (default 0.2). Statistics are computed
+            and sent at most this often, plus on the first step of a run.
+        lint : LintConfig, optional
+            Thresholds of the vanishing/exploding warnings.
+        max_overhead : float
+            Share of the time sampling may take (default 0.015); samples are spaced
+            further apart when they would cost more (big graphs).
+
+        Returns
+        -------
+        Watcher
+            Also a context manager: leaving ``with w.watch(model):`` removes every hook.
+        """
+        if target is None:
+            target = self.module
+            if target is None:
+                raise ValueError(
+                    "This widget was not built from a module: pass what to watch, "
+                    "e.g. w.watch(model) or w.watch([w1, b1])."
+                )
+        names = caller_names(target if isinstance(target, (list, tuple)) else [target])
+        watcher = Watcher(
+            self.graph,
+            target,
+            every=every,
+            on_sample=self._send_grads,
+            lint=lint,
+            names=names,
+            max_overhead=max_overhead,
+        )
+        self.unwatch()  # only once the new one is valid: bad input leaves the old one
+        watcher.on_remove = self._on_unwatched
+        self._watcher = watcher
+        self.grad_watch = {"watching": True, "every_ms": every * 1000, "samples": 0}
+        return watcher
+
+    def unwatch(self) -> None:
+        """Remove every hook ``watch`` added (safe to call when not watching).
+
+        ``stats()`` keeps returning the last values.
+        """
+        watcher = getattr(self, "_watcher", None)
+        if watcher is not None:
+            watcher.remove()
+
+    @property
+    def watcher(self) -> Watcher | None:
+        """The latest :class:`Watcher` (for training runners: ``begin_run``/``end_run``)."""
+        return getattr(self, "_watcher", None)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Latest gradient statistics by node id.
+
+        Each value has ``name``, ``kind``, ``op``, ``shape``, ``norm``, ``mean``, ``std``,
+        ``min``, ``max``, ``absmean``, ``nonfinite`` (NaN/Inf count), ``numel``, ``hist``
+        (32 counts over [min, max] of the finite values), ``values``/``data`` (flat lists
+        for tensors of at most 64 elements, else None) and, for parameters,
+        ``weight_norm``. Statistics other than ``nonfinite`` cover the finite values.
+        """
+        watcher = getattr(self, "_watcher", None)
+        if watcher is None:
+            return {}
+        return {k: dict(v) for k, v in watcher.latest.items()}
+
+    @property
+    def lints(self) -> list[dict]:
+        """Current gradient warnings (code, severity, node, name, message, advice)."""
+        return list(self.grad_lint)
+
+    def _on_unwatched(self, watcher: Watcher) -> None:
+        if watcher is getattr(self, "_watcher", None):
+            self.grad_watch = {**self.grad_watch, "watching": False}
+
+    def _send_grads(self, watcher: Watcher, changed: list[str]) -> None:
+        self.grad_stats = encode_stats({k: watcher.latest[k] for k in changed}, watcher.samples)
+        if watcher.lints != self.grad_lint:
+            self.grad_lint = watcher.lints
+        self.grad_watch = {
+            "watching": True,
+            "every_ms": watcher.every * 1000,
+            "samples": watcher.samples,
+            "synced": watcher.synced,
+        }
+
+
+class RunWatch:
+    """The run hooks a Trainer calls: runs of a widget drawn from a module light up.
+
+    Until the user calls ``watch()`` themselves (or when ``auto_watch`` is off), a run
+    watches the drawn module by itself and removes those hooks when it ends.
+    """
+
+    def __init__(self, part: LiveGradients):
+        self._w = part
+        self._auto: Watcher | None = None  # the watcher a run started by itself, if any
+
+    def begin_run(self) -> None:
+        w = self._w
+        if w.auto_watch and w.module is not None:
+            current = w.watcher
+            if current is None or current is self._auto:
+                self._auto = w.watch()
+        if w.watcher is not None:
+            w.watcher.begin_run()
+
+    def sample_next(self) -> None:
+        if self._w.watcher is not None:
+            self._w.watcher.sample_next()
+
+    def end_run(self) -> None:
+        if self._w.watcher is not None:
+            self._w.watcher.end_run()
+        if self._auto is not None:
+            self._auto.remove()  # hooks live only while a run does; stats() keeps the values

@@ -1,0 +1,165 @@
+"""Gradient statistics: pure reductions of tensors on their own device.
+
+No hooks and no state: the watcher hands over the tensors of one sample and gets plain
+Python numbers back.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ._constants import HIST_BINS
+
+#: Tensors with at most this many elements also send their values (micrograd's data | grad).
+SMALL = 64
+
+
+def _as_float(t: torch.Tensor) -> torch.Tensor:
+    x = t.detach().reshape(-1)
+    if x.is_complex():
+        x = x.abs()
+    if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    return x
+
+
+def _dense_key(t: torch.Tensor) -> tuple | None:
+    """Identity of the memory block ``t`` covers exactly (any dim order), else None."""
+    dims = sorted((st, sz) for st, sz in zip(t.stride(), t.shape, strict=True) if sz != 1)
+    expect = 1
+    for st, sz in dims:
+        if st != expect:
+            return None
+        expect *= sz
+    return (t.device, t.data_ptr(), t.numel(), t.dtype)
+
+
+def _norms(xs: list[torch.Tensor], order: int) -> list[torch.Tensor]:
+    """float64-accumulated vector norms, one fused op where torch has it."""
+    try:
+        return list(torch._foreach_norm(xs, order, dtype=torch.float64))
+    except (AttributeError, TypeError, RuntimeError):  # older torch
+        return [torch.linalg.vector_norm(x, order, dtype=torch.float64) for x in xs]
+
+
+def _moments(xs: list[torch.Tensor]) -> list[list[float]]:
+    """Per non-empty flat tensor ``[mean, std, L2, L1, min, max]``; one host sync per device.
+
+    Sums and norms accumulate in float64; the variance comes from them as
+    ``(L2^2 - n mean^2) / (n - 1)`` (one pass fewer than ``std_mean``; exact to ~1e-16
+    relative unless |mean| exceeds std by ~1e7). A non-finite mean flags NaN/Inf.
+    """
+    by_dev: dict[torch.device, list[int]] = {}
+    for i, x in enumerate(xs):
+        by_dev.setdefault(x.device, []).append(i)
+    out: list[list[float]] = [[] for _ in xs]
+    for idx in by_dev.values():
+        group = [xs[i] for i in idx]
+        sums = torch.stack([x.sum(dtype=torch.float64) for x in group])
+        mm = [torch.aminmax(x) for x in group]
+        cols = torch.stack(
+            [
+                sums,
+                torch.stack(_norms(group, 2)),
+                torch.stack(_norms(group, 1)),
+                torch.stack([m[0] for m in mm]).double(),
+                torch.stack([m[1] for m in mm]).double(),
+            ]
+        )
+        for i, (total, l2, l1, lo, hi) in zip(idx, cols.T.tolist(), strict=True):
+            n = xs[i].numel()
+            mean = total / n
+            # Below the rounding of l2^2 the difference is noise (a constant tensor's std
+            # would come out ~1e-8 instead of 0).
+            spread = l2 * l2 - n * mean * mean
+            var = spread / (n - 1) if n > 1 and spread > 1e-15 * l2 * l2 else 0.0
+            out[i] = [mean, math.sqrt(var), l2, l1, lo, hi]
+    return out
+
+
+def tensor_stats(tensors: list[torch.Tensor]) -> list[dict[str, Any]]:
+    """Statistics of each tensor, reduced on its own device.
+
+    Returns, per tensor, plain Python numbers: ``norm``, ``mean``, ``std`` (0 for a single
+    value), ``min``, ``max``, ``absmean`` and the 32-bin ``hist`` (``torch.histc`` over
+    [min, max]), all over the *finite* values, plus ``nonfinite`` (count of NaN/Inf),
+    ``numel`` and ``values`` (a flat list when the tensor has at most 64 elements, else
+    None). About five torch ops per tensor and two host syncs per device in all; NaN/Inf
+    (seen as a non-finite sum) costs a second pass over that tensor only.
+    """
+    # A transposed view of the same gradient (TBackward's grad vs the weight's .grad) has
+    # the same statistics: reduce each dense block of memory once.
+    first: dict[tuple, int] = {}
+    alias: list[int | None] = []
+    for i, t in enumerate(tensors):
+        key = _dense_key(t)
+        j = first.setdefault(key, i) if key is not None else i
+        alias.append(j if j != i else None)
+    own = [i for i, a in enumerate(alias) if a is None]
+    flat: list[Any] = [None] * len(tensors)
+    for i in own:
+        flat[i] = _as_float(tensors[i])
+    rows: list[Any] = [[math.nan] * 6 for _ in flat]
+    filled = [i for i in own if flat[i].numel()]
+    for i, row in zip(filled, _moments([flat[i] for i in filled]), strict=True):
+        rows[i] = row
+    nonfinite = [0] * len(flat)
+    for i in filled:
+        x = flat[i]
+        if not all(math.isfinite(v) for v in rows[i]):
+            fin = x[torch.isfinite(x)]
+            nonfinite[i] = x.numel() - fin.numel()
+            rows[i] = _moments([fin])[0] if fin.numel() else [math.nan] * 6
+    hists_own = []
+    for i in own:
+        x = flat[i]
+        lo, hi = rows[i][4], rows[i][5]
+        if not math.isfinite(lo):
+            hists_own.append(torch.zeros(HIST_BINS, device=x.device))
+            continue
+        if lo == hi:  # what histc does with an empty range
+            lo, hi = lo - 1, hi + 1
+        # histc ignores NaN and values outside [lo, hi] (the infinities).
+        hists_own.append(torch.histc(x, bins=HIST_BINS, min=lo, max=hi))
+    hists: list[Any] = [None] * len(flat)
+    for i, h in zip(own, to_host(hists_own), strict=True):
+        hists[i] = h
+    for i, a in enumerate(alias):
+        if a is not None:
+            rows[i], hists[i], nonfinite[i] = rows[a], hists[a], nonfinite[a]
+    out = []
+    for t, row, nf, hist in zip(tensors, rows, nonfinite, hists, strict=True):
+        numel = t.numel()
+        n = numel - nf
+        mean, std, norm, l1, lo, hi = row
+        out.append(
+            {
+                "norm": norm,
+                "mean": mean,
+                "std": std,
+                "min": lo,
+                "max": hi,
+                "absmean": l1 / n if n else math.nan,
+                "hist": hist,
+                "nonfinite": nf,
+                "numel": numel,
+                "values": _as_float(t).tolist() if numel <= SMALL else None,
+            }
+        )
+    return out
+
+
+def to_host(items: list[torch.Tensor]) -> list[Any]:
+    """``tolist()`` of same-shape tensors with one device-to-host copy per device."""
+    by_dev: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(items):
+        by_dev.setdefault(t.device, []).append(i)
+    out: list[Any] = [None] * len(items)
+    for idx in by_dev.values():
+        host = torch.stack([items[i] for i in idx]).double().tolist()
+        for i, v in zip(idx, host, strict=True):
+            out[i] = v
+    return out

@@ -1,0 +1,129 @@
+"""What a watcher watches: a module or tensors, resolved and named against the drawn Graph."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+from ._graph import Graph
+from ._names import names_in_frame, user_frame
+
+
+class Targets:
+    """A watch target resolved: the module, or leaf tensors and non-leaf roots, with names.
+
+    Parameters
+    ----------
+    graph : Graph
+        The drawn graph; leaves are matched to its nodes by parameter/variable name.
+    target : nn.Module, tensor, sequence or mapping of tensors
+    names : mapping, optional
+        ``id(tensor) -> name`` for tensors given in a list (the caller's variable names).
+    """
+
+    def __init__(self, graph: Graph, target: Any, names: Mapping[int, str] | None = None):
+        self.graph = graph
+        self.module: torch.nn.Module | None = None
+        self.leaves: list[torch.Tensor] = []
+        #: Non-leaf tensors (e.g. a loss before backward): their graph is watched once.
+        self.pending_roots: list[torch.Tensor] = []
+        self.leaf_name: dict[int, str] = {}
+        self._resolve(target, names)
+        #: Leaf tensor id -> node id, by parameter/variable name (robust to re-ordering).
+        by_name = {n.name: n.id for n in graph.nodes if n.kind == "leaf" and n.name}
+        self.leaf_node = {
+            tid: by_name.get(name, f"leaf:{name}") for tid, name in self.leaf_name.items()
+        }
+
+    def _resolve(self, target: Any, names: Mapping[int, str] | None) -> None:
+        if isinstance(target, torch.nn.Module):
+            self.module = target
+            for n, p in target.named_parameters():
+                self.leaf_name[id(p)] = n
+            return
+        if isinstance(target, torch.Tensor):
+            items: list[tuple[str | None, torch.Tensor]] = [(None, target)]
+        elif isinstance(target, Mapping):
+            items = [(str(k), v) for k, v in target.items()]
+        elif isinstance(target, Iterable) and not isinstance(target, (str, bytes)):
+            items = [(None, v) for v in target]
+        else:
+            raise TypeError(
+                "watch() needs an nn.Module, a tensor, or a list/dict of tensors; "
+                f"got {type(target).__name__}."
+            )
+        if not items:
+            raise ValueError("watch() got nothing to watch: pass a module or some tensors.")
+        for i, (_, t) in enumerate(items):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"Item {i} to watch is a {type(t).__name__}, not a tensor.")
+            if not t.requires_grad:
+                raise ValueError(
+                    f"Tensor {i} to watch (shape {tuple(t.shape)}) does not require grad, so "
+                    "it never gets a gradient. Set requires_grad=True on it."
+                )
+        given = dict(names or {})
+        for name, t in items:
+            if name is not None:
+                given[id(t)] = name
+        for _, t in items:
+            if t.grad_fn is None:
+                self.leaves.append(t)
+                if id(t) in given:
+                    self.leaf_name[id(t)] = given[id(t)]
+            else:
+                self.pending_roots.append(t)
+
+    def hooked(self) -> list[Any]:
+        """What gets hooked: the module, or the leaf tensors."""
+        return [self.module] if self.module is not None else list(self.leaves)
+
+    def all_leaves(self) -> list[torch.Tensor]:
+        """The tensors whose ``.grad`` a sample reads: trainable parameters, or the leaves."""
+        if self.module is not None:
+            return [p for p in self.module.parameters() if p.requires_grad]
+        return list(self.leaves)
+
+    def leaf_id(self, t: torch.Tensor) -> str:
+        """The node id statistics of leaf ``t`` go under."""
+        nid = self.leaf_node.get(id(t))
+        return nid if nid is not None else f"leaf#{id(t)}"
+
+    def name_of(self, nid: str, t: torch.Tensor) -> str:
+        """The name a lint shows for node ``nid`` (tensor ``t``)."""
+        if nid in self.graph:
+            n = self.graph[nid]
+            return n.name or n.label.split("\n", 1)[0]
+        return self.leaf_name.get(id(t), nid)
+
+    def describe(self, nid: str, g: torch.Tensor) -> dict[str, Any]:
+        """The descriptive fields of one node's statistics."""
+        if nid in self.graph:
+            n = self.graph[nid]
+            return {
+                "name": n.name or n.label.split("\n", 1)[0],
+                "kind": n.kind,
+                "op": n.op,
+                "index": n.index,
+                "shape": list(g.shape),
+                "module": n.module,
+            }
+        return {
+            "name": nid.removeprefix("leaf:"),
+            "kind": "leaf",
+            "op": None,
+            "index": -1,
+            "shape": list(g.shape),
+            "module": None,
+        }
+
+
+def caller_names(tensors: Iterable[Any]) -> dict[int, str]:
+    """Names the user's variables give ``tensors`` (for watch([w, b]))."""
+    ts = [t for t in tensors if isinstance(t, torch.Tensor)]
+    with contextlib.suppress(Exception):
+        return names_in_frame(user_frame(), ts)
+    return {}
