@@ -1,11 +1,27 @@
-"""gradwidget: see PyTorch autograd in Jupyter."""
+"""gradwidget: see PyTorch autograd in Jupyter.
 
-from ._capture import capture, record
-from ._graph import Graph, ModuleInfo, Node, SavedTensor
-from ._jacobian import JacobianWidget, jacobian
-from ._lint import LintConfig
-from ._watch import Watcher
-from ._widget import GradWidget, show
+The public names load on first use (PEP 562), so ``import gradwidget._graph`` (or a
+``capture()`` without any widget) does not pay for the widget stack (anywidget,
+traitlets, graphviz).
+"""
+
+import importlib
+
+#: Public name -> the private module that defines it.
+_EXPORTS = {
+    "GradWidget": "_widget",
+    "Graph": "_graph",
+    "JacobianWidget": "_jacobian",
+    "LintConfig": "_lint",
+    "ModuleInfo": "_graph",
+    "Node": "_graph",
+    "SavedTensor": "_graph",
+    "Watcher": "_watch",
+    "capture": "_capture",
+    "jacobian": "_jacobian",
+    "record": "_record",
+    "show": "_widget",
+}
 
 __all__ = [
     "GradWidget",
@@ -22,6 +38,27 @@ __all__ = [
     "show",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    # Private modules stay reachable as attributes, as when this file imported them all
+    # (``gradwidget._widget.STATIC_FALLBACK`` is a documented switch).
+    if name.startswith("_") and not name.startswith("__"):
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def load_ipython_extension(ipython):

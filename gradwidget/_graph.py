@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -270,6 +271,7 @@ class Graph:
         return count + len(boxes)
 
     # ---- output -----------------------------------------------------------------------
+    # _dot/_widget imported upward, inside the methods: the data model loads without them.
     def to_dot(self, depth: int | None = None, expand: Iterable[str] = ()) -> Any:
         """The DOT of a view, as a ``graphviz.Digraph`` (see :func:`gradwidget._dot.to_dot`)."""
         from ._dot import to_dot
@@ -284,8 +286,6 @@ class Graph:
 
     def save(self, path: str, depth: int | None = None, expand: Iterable[str] = ()) -> str:
         """Write the graph to ``path``: ``.dot`` (no Graphviz needed), ``.svg`` or ``.png``."""
-        import os
-
         from ._dot import render
 
         ext = os.path.splitext(str(path))[1].lower().lstrip(".")
