@@ -502,4 +502,4 @@ def test_wheel_ships_the_front_end(tmp_path):
     assert not [n for n in names if "node_modules" in n or n.startswith(("js/", ".venv"))]
     record = next(n for n in names if n.endswith(".dist-info/METADATA"))
     meta = zipfile.ZipFile(wheel).read(record).decode()
-    assert "Requires-Dist: torch>=2.1" in meta
+    assert "Requires-Dist: torch>=2.5" in meta and "Requires-Dist: anywidget>=0.11" in meta
