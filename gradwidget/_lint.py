@@ -28,11 +28,17 @@ class LintConfig:
         Vanishing/exploding must hold on this many samples in a row before it is reported
         (one odd batch is not a trend). NaN/Inf, accumulation and missing gradients are
         reported at once.
+    update_low, update_high : float
+        A parameter's update-to-weight ratio ``norm(Δw) / norm(w)`` over an optimizer step
+        is far off below ``update_low`` (the layer barely learns) or above ``update_high``
+        (the step rewrites it); ~1e-3 is the usual healthy value.
     """
 
     vanishing: float = 1e-7
     exploding: float = 1e3
     patience: int = 3
+    update_low: float = 1e-5
+    update_high: float = 1e-1
 
 
 def _lint(code: str, severity: str, node: str, name: str, message: str, advice: str) -> dict:
@@ -154,3 +160,62 @@ class TrendLint:
             if key not in seen:
                 del self._streak[key]
         return out
+
+
+def step_lints(
+    stats: dict[str, dict[str, Any]], skipped: int, config: LintConfig | None = None
+) -> list[dict]:
+    """What an optimizer step's sample says: skipped steps, clipping, update sizes."""
+    config = config or LintConfig()
+    out = []
+    if skipped:
+        out.append(
+            _lint(
+                "skipped-steps",
+                "info",
+                "",
+                "GradScaler",
+                f"GradScaler skipped {skipped:,} optimizer step{'s' * (skipped != 1)}: their "
+                "gradients held inf/NaN at the current loss scale, so the weights were not "
+                "updated and the scale was lowered.",
+                "Nothing to do if it happens now and then (that is how the scale is found); "
+                "if it keeps happening, the gradients themselves are non-finite.",
+            )
+        )
+    clipped = [s for s in stats.values() if s.get("clipped")]
+    if clipped:
+        s = clipped[0]
+        out.append(
+            _lint(
+                "clipped",
+                "info",
+                "",
+                "clip_grad_norm_",
+                f"Gradients were clipped this step: their total norm {s['clip_total_norm']:.3g} "
+                "was above max_norm. The colors show the norms before clipping; the optimizer "
+                "stepped with the clipped gradient.",
+                "Frequent clipping hides exploding gradients: a smaller learning rate or "
+                "warm-up may be the better fix.",
+            )
+        )
+    for nid, s in stats.items():
+        r = s.get("update_ratio")
+        if r is None or not math.isfinite(r) or s.get("kind") != "leaf":
+            continue
+        if r < config.update_low or r > config.update_high:
+            low = r < config.update_low
+            out.append(
+                _lint(
+                    "update-small" if low else "update-large",
+                    "warning",
+                    nid,
+                    s["name"],
+                    f"The last optimizer step changed {s['name']} by {r:.2g} of its norm "
+                    f"(‖Δw‖/‖w‖; ~1e-3 is typical).",
+                    "Raise the learning rate for it (or check it is not frozen by accident)."
+                    if low
+                    else "Lower the learning rate, or warm it up: steps this large rewrite "
+                    "the layer instead of refining it.",
+                )
+            )
+    return out

@@ -111,6 +111,7 @@ class LiveGradients(traitlets.HasTraits):
         watcher = getattr(self, "_watcher", None)
         if watcher is None:
             return {}
+        watcher.flush()
         return {k: dict(v) for k, v in watcher.latest.items()}
 
     @property

@@ -17,6 +17,12 @@ def engine_callback(fn: Callable[[], None]) -> bool:
     return True
 
 
+def distributed() -> bool:
+    """True in a multi-process group: intermediates are then this rank's own gradient."""
+    dist = torch.distributed
+    return bool(dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
+
+
 def align(step_keys: list[str], graph_keys: list[str]) -> list[int | None]:
     """Index into ``graph_keys`` for each of ``step_keys`` (None where unmatched).
 

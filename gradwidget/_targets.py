@@ -31,6 +31,9 @@ class Targets:
         #: Non-leaf tensors (e.g. a loss before backward): their graph is watched once.
         self.pending_roots: list[torch.Tensor] = []
         self.leaf_name: dict[int, str] = {}
+        #: The module runs compiled (``torch.compile(m)`` or ``m.compile()``): its forward
+        #: must not be hooked, and its autograd graph does not match the eager one drawn.
+        self.compiled = False
         self._resolve(target, names)
         #: Leaf tensor id -> node id, by parameter/variable name (robust to re-ordering).
         by_name = {n.name: n.id for n in graph.nodes if n.kind == "leaf" and n.name}
@@ -41,7 +44,9 @@ class Targets:
     def _resolve(self, target: Any, names: Mapping[int, str] | None) -> None:
         if isinstance(target, torch.nn.Module):
             self.module = target
-            for n, p in target.named_parameters():
+            eager = eager_module(target)
+            self.compiled = eager is not target or is_compiled(target)
+            for n, p in eager.named_parameters():
                 self.leaf_name[id(p)] = n
             return
         if isinstance(target, torch.Tensor):
@@ -119,6 +124,19 @@ class Targets:
             "shape": list(g.shape),
             "module": None,
         }
+
+
+def eager_module(module: torch.nn.Module) -> torch.nn.Module:
+    """The module ``torch.compile(module)`` wraps (itself when not wrapped)."""
+    inner = getattr(module, "_orig_mod", None)
+    return inner if isinstance(inner, torch.nn.Module) else module
+
+
+def is_compiled(module: torch.nn.Module) -> bool:
+    """True for ``torch.compile(m)`` and for a module after ``m.compile()``."""
+    return eager_module(module) is not module or (
+        getattr(module, "_compiled_call_impl", None) is not None
+    )
 
 
 def caller_names(tensors: Iterable[Any]) -> dict[int, str]:

@@ -1,0 +1,130 @@
+"""Where the optimizer's gradient can be read: the optimizer step and gradient clipping.
+
+Parameter gradients are final only when the optimizer is about to use them: after DDP's
+all-reduce (``backward()`` has returned), after ``GradScaler.unscale_``, after accumulation
+over micro-batches. A global optimizer step pre-hook (one per process, while something is
+watched) tells each listener about every ``optimizer.step()``; a wrapper around
+``torch.nn.utils.clip_grad_norm_`` tells them just before gradients are clipped, so the
+pre-clip gradient can be read. Both cost one Python call per step and a clock check per
+listener between samples.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+_lock = threading.Lock()
+_listeners: list[weakref.ref] = []
+_step_handle: Any = None
+_clip_original: Callable | None = None
+
+
+class Listener:
+    """What a watcher offers the step hooks (the methods below are called on the training
+    thread and must never raise)."""
+
+    def before_step(self, optimizer: torch.optim.Optimizer) -> None: ...
+    def before_clip(self, params: list[torch.Tensor], max_norm: float) -> None: ...
+    def after_clip(self, params: list[torch.Tensor], total_norm: Any, max_norm: float) -> None: ...
+
+
+def add(listener: Any) -> None:
+    """Start telling ``listener`` about optimizer steps and clipping (held weakly)."""
+    global _step_handle, _clip_original
+    with _lock:
+        _prune()
+        if any(r() is listener for r in _listeners):
+            return
+        _listeners.append(weakref.ref(listener))
+        if _step_handle is None:
+            _step_handle = register_optimizer_step_pre_hook(_before_step)
+        if _clip_original is None:
+            _clip_original = torch.nn.utils.clip_grad_norm_
+            torch.nn.utils.clip_grad_norm_ = _clip_wrapper(_clip_original)
+
+
+def discard(listener: Any) -> None:
+    """Stop telling ``listener``; the hooks come off when nobody listens."""
+    global _step_handle, _clip_original
+    with _lock:
+        _listeners[:] = [r for r in _listeners if r() is not None and r() is not listener]
+        if _listeners:
+            return
+        if _step_handle is not None:
+            _step_handle.remove()
+            _step_handle = None
+        if _clip_original is not None:
+            # Only undo our own replacement: someone may have wrapped it since.
+            if getattr(torch.nn.utils.clip_grad_norm_, "__wrapped__", None) is _clip_original:
+                torch.nn.utils.clip_grad_norm_ = _clip_original
+            _clip_original = None
+
+
+def listening() -> int:
+    """How many listeners are registered (for leak checks in tests)."""
+    with _lock:
+        _prune()
+        return len(_listeners)
+
+
+def _prune() -> None:
+    _listeners[:] = [r for r in _listeners if r() is not None]
+
+
+def _alive() -> list[Any]:
+    return [x for x in (r() for r in list(_listeners)) if x is not None]
+
+
+def _before_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    for listener in _alive():
+        listener.before_step(optimizer)
+
+
+def _clip_wrapper(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def clip_grad_norm_(parameters: Any, max_norm: float, *args: Any, **kwargs: Any) -> Any:
+        listeners = _alive()
+        if not listeners:
+            return original(parameters, max_norm, *args, **kwargs)
+        if isinstance(parameters, torch.Tensor):
+            parameters = [parameters]
+        params = list(parameters)  # a generator can be read only once
+        for listener in listeners:
+            listener.before_clip(params, max_norm)
+        total = original(params, max_norm, *args, **kwargs)
+        for listener in listeners:
+            listener.after_clip(params, total, max_norm)
+        return total
+
+    return clip_grad_norm_
+
+
+def find_scaler(max_depth: int = 8) -> Any:
+    """The ``torch.amp.GradScaler`` whose ``step()`` is calling the optimizer, if any.
+
+    Called from inside the optimizer step pre-hook, on sampled steps only: the scaler's
+    ``step`` frame is a few frames up.
+    """
+    import sys
+
+    scaler_types = tuple(
+        t for t in (getattr(torch.amp, "GradScaler", None),) if isinstance(t, type)
+    )
+    if not scaler_types:
+        return None
+    frame = sys._getframe(1)
+    for _ in range(max_depth):
+        if frame is None:
+            return None
+        obj = frame.f_locals.get("self")
+        if isinstance(obj, scaler_types):
+            return obj
+        frame = frame.f_back
+    return None

@@ -1,0 +1,129 @@
+"""The Watcher's leaf tier: what it does at ``clip_grad_norm_`` and at optimizer steps.
+
+A mixin of :class:`gradwidget._watch.Watcher` (which owns the state named here); called by
+:mod:`gradwidget._optstep` on the training thread. At a due optimizer step the parameters'
+``.grad`` is read (before clipping when ``clip_grad_norm_`` comes first), GradScaler's scale is
+noted (intermediates of the step are divided by it), a copy of the weights is kept, and the
+step is published when the optimizer is done, with each parameter's measured update ratio.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from ._leaf import UpdateRatio, unscale
+from ._optstep import find_scaler
+
+#: Minimum seconds between two accumulation probes (after the first sample of a run).
+PROBE_EVERY = 1.0
+
+
+class AtOptimizerStep:
+    """Listener methods for :mod:`gradwidget._optstep` (see the module docstring)."""
+
+    _leaf: Any
+    _held: Any
+    _pending: Any
+    _active: bool
+    _probe: Any
+    _targets: Any
+    _cpu_start: float | None
+    every: float
+    max_overhead: float
+
+    # ---- the leaf tier: optimizer steps and clipping (called by _optstep) ---------------
+    def before_clip(self, params: list[torch.Tensor], max_norm: float) -> None:
+        leaf = self._leaf
+        try:
+            due = leaf is not None and self._active and leaf.due(time.perf_counter())
+            if due and leaf.covers(params):  # type: ignore[union-attr]
+                full = self._held is not None or not self.every
+                leaf.preclip = leaf.read("full" if full else "moments")  # type: ignore[union-attr]
+        except Exception as err:
+            self._internal_error(err)
+
+    def after_clip(self, params: list[torch.Tensor], total: Any, max_norm: float) -> None:
+        leaf = self._leaf
+        if leaf is not None and leaf.preclip is not None and leaf.clip is None:
+            norm = float(total)
+            leaf.clip = {
+                "total_norm": norm,
+                "max_norm": float(max_norm),
+                "clipped": norm > max_norm,
+            }
+
+    def before_step(self, optimizer: torch.optim.Optimizer) -> None:
+        leaf = self._leaf
+        if leaf is None or not self._active:
+            return
+        try:
+            if not leaf.owns(optimizer):
+                return
+            if self._pending is not None:
+                self.flush()  # the last sampled step's optimizer step never finished
+            leaf.seen = True
+            leaf.opt_steps += 1
+            if leaf.due(time.perf_counter()):
+                self._sample_leaves(optimizer)
+        except Exception as err:
+            self._internal_error(err)
+
+    def _sample_leaves(self, optimizer: torch.optim.Optimizer) -> None:
+        cpu0 = time.thread_time()
+        if self._cpu_start is None:
+            self._cpu_start = cpu0
+        leaf = self._leaf
+        assert leaf is not None
+        held, self._held = self._held, None
+        ops = held["ops"] if held is not None and held["steps"] == leaf.opt_steps - 1 else {}
+        full = bool(ops) or self.every == 0
+        stats = (
+            leaf.preclip if leaf.preclip is not None else leaf.read("full" if full else "moments")
+        )
+        clip, leaf.preclip, leaf.clip = leaf.clip, None, None
+        for s in stats.values():
+            if clip is not None:
+                s["clipped"] = clip["clipped"]
+                s["clip_total_norm"] = clip["total_norm"]
+        scale = leaf.note_scaler(find_scaler())
+        if scale:
+            for s in ops.values():
+                unscale(s, scale)
+        params = {
+            nid: p
+            for nid, p in ((self._targets.leaf_id(p), p) for p in self._targets.all_leaves())
+            if nid in stats
+        }
+        items = list(params.items())
+        ratio = UpdateRatio(items) if UpdateRatio.affordable(items) else None
+        # The probe must see the weights' versions before this step updates them.
+        if self.every == 0 or time.perf_counter() >= self._probe.next_due:
+            self._probe.next_due = time.perf_counter() + PROBE_EVERY
+            self._probe.arm(params)
+        handle = optimizer.register_step_post_hook(self._after_step)
+        self._pending = ({**ops, **stats}, leaf.missing(), params, ratio, handle)
+        leaf.last_step = leaf.opt_steps
+        leaf.done(cpu0, self.every, self.max_overhead)
+
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        cpu0 = time.thread_time()
+        try:
+            new, missing, _, ratio, handle = pending
+            handle.remove()
+            if ratio is not None:
+                for nid, r in ratio.ratios().items():
+                    new[nid]["update_ratio"] = r
+            self._publish(new, missing, probe=False)  # probed before the update
+        except Exception as err:
+            self._internal_error(err)
+        finally:
+            if self._leaf is not None:
+                spent = time.thread_time() - cpu0
+                self._leaf.cost += spent
+                self._leaf.cpu_seconds += spent
