@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -48,3 +51,39 @@ def encoder(layers: int) -> nn.TransformerEncoder:
     """A TransformerEncoder of ``layers`` layers (d_model 64, 4 heads, no dropout)."""
     layer = nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True)
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+
+#: The Hugging Face GPT-2 the live-gradient benchmarks use, built from this config (no download).
+GPT2_CONFIG = dict(n_layer=4, n_embd=128, n_head=4, vocab_size=1000, n_positions=64)
+
+
+def gpt2(
+    n_layer: int = 4, batch: int = 8, seq: int = 64, seed: int = 0
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """``(model, input_ids, labels)``: ``GPT2LMHeadModel(GPT2Config(**GPT2_CONFIG))``.
+
+    Built from the config alone with the hub offline (nothing is downloaded), default
+    dropout and attention implementation, in training mode, weights and the ``batch x seq``
+    random tokens seeded by ``seed``. ``labels`` is ``input_ids`` (the model shifts them), so
+    one step is ``gpt2_loss(model, x, y).backward()``. With the defaults: 52 parameter
+    tensors (the LM head is tied to the token embedding), 0.93 M gradient floats.
+    ``n_layer`` overrides the config's (the issue's cheaper variant uses 1).
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging
+
+    # The config's default bos/eos id (50256) is outside the small vocabulary: transformers
+    # warns about it, irrelevant for training on random tokens.
+    logging.set_verbosity_error()
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(GPT2Config(**{**GPT2_CONFIG, "n_layer": n_layer}))
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, GPT2_CONFIG["vocab_size"], (batch, seq), generator=gen)
+    return model, x, x.clone()
+
+
+def gpt2_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The language-modelling loss of one batch (what ``loss.backward()`` is called on)."""
+    return model(input_ids=x, labels=y).loss
