@@ -37,6 +37,8 @@ class LeafTier:
         self.targets = targets
         self._param_ids = {id(p) for p in targets.all_leaves()}
         self._owns: dict[int, tuple[weakref.ref, bool]] = {}
+        #: The optimizer last seen stepping these parameters (a weakref call).
+        self.optimizer: Any = lambda: None
         #: An optimizer stepping these parameters was seen: ``.grad`` is read at its step.
         self.seen = False
         #: Optimizer steps seen (every step, sampled or not).
@@ -67,6 +69,8 @@ class LeafTier:
         ids = self._param_ids
         mine = any(id(p) in ids for g in optimizer.param_groups for p in g["params"])
         self._owns[id(optimizer)] = (weakref.ref(optimizer), mine)
+        if mine:
+            self.optimizer = weakref.ref(optimizer)
         return mine
 
     def covers(self, params: list[torch.Tensor]) -> bool:

@@ -28,9 +28,11 @@ class LiveGradients(traitlets.HasTraits):
         b"", help="Latest statistics of the changed nodes (_wire.encode_stats)."
     ).tag(sync=True)
     grad_lint = traitlets.List(traitlets.Dict(), help="Current gradient warnings.").tag(sync=True)
-    grad_watch = traitlets.Dict(help='Watch state: "watching", "every_ms", "samples", ...').tag(
-        sync=True
-    )
+    grad_watch = traitlets.Dict(
+        help='Watch state: "watching", "every_ms", "samples", the tiers\' "leaf_samples", '
+        '"op_samples", "leaf_hz", "op_hz", "overhead" (share of training time), '
+        '"skipped_steps", "scale", "local_intermediates", "notes".'
+    ).tag(sync=True)
 
     def watch(
         self,
@@ -82,7 +84,12 @@ class LiveGradients(traitlets.HasTraits):
         self.unwatch()  # only once the new one is valid: bad input leaves the old one
         watcher.on_remove = self._on_unwatched
         self._watcher = watcher
-        self.grad_watch = {"watching": True, "every_ms": every * 1000, "samples": 0}
+        self.grad_watch = {
+            "watching": True,
+            "every_ms": every * 1000,
+            "samples": 0,
+            **watcher.rates(),
+        }
         return watcher
 
     def unwatch(self) -> None:
@@ -122,6 +129,9 @@ class LiveGradients(traitlets.HasTraits):
     def _on_unwatched(self, watcher: Watcher) -> None:
         if watcher is getattr(self, "_watcher", None):
             self.grad_watch = {**self.grad_watch, "watching": False}
+            trainer = getattr(self, "_trainer", None)
+            if trainer is not None:
+                trainer.end_manual()  # a watched loop's "manual" run ends with the watch
 
     def _send_grads(self, watcher: Watcher, changed: list[str]) -> None:
         self.grad_stats = encode_stats({k: watcher.latest[k] for k in changed}, watcher.samples)
@@ -132,6 +142,7 @@ class LiveGradients(traitlets.HasTraits):
             "every_ms": watcher.every * 1000,
             "samples": watcher.samples,
             "synced": watcher.synced,
+            **watcher.rates(),
         }
 
 
@@ -164,3 +175,9 @@ class RunWatch:
             self._w.watcher.end_run()
         if self._auto is not None:
             self._auto.remove()  # hooks live only while a run does; stats() keeps the values
+
+    def manual(self) -> dict[str, Any] | None:
+        watcher = self._w.watcher
+        if watcher is None or not watcher.active or watcher is self._auto:
+            return None
+        return watcher.optimizer_info()

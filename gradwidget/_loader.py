@@ -8,18 +8,22 @@ traits; graph widgets reference it (their ``_esm`` is a stub of a few hundred by
 the browser decompresses, compiles and imports each once per page, cached on
 ``globalThis`` by content hash. This works while the kernel is busy, because nothing has to
 be requested from the kernel.
+
+The loader also carries the constants both sides need (:func:`._constants.frontend`: stat
+columns, histogram bins, layout limits, schedule labels); the front-end reads them from
+there (``js/src/shared.js``) and writes none of them itself.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-from pathlib import Path
+import json
 
 import anywidget
 import traitlets
 
-STATIC = Path(__file__).parent / "static"
+from ._constants import STATIC, frontend
 
 
 class VizLoader(anywidget.AnyWidget):
@@ -33,6 +37,8 @@ class VizLoader(anywidget.AnyWidget):
     frontend_gz = traitlets.Bytes().tag(sync=True)
     css_gz = traitlets.Bytes().tag(sync=True)
     frontend_digest = traitlets.Unicode().tag(sync=True)
+    # _constants.frontend(): handed to the front-end module when it is imported.
+    constants = traitlets.Dict().tag(sync=True)
 
     def __repr__(self) -> str:
         return f"<gradwidget.VizLoader {self.digest[:12]}>"
@@ -53,11 +59,16 @@ def get_loader() -> VizLoader:
         viz = (STATIC / "viz.mjs.gz").read_bytes()
         js = (STATIC / "widget.js").read_bytes()
         css = (STATIC / "widget.css").read_bytes()
+        constants = frontend()
+        # The page keeps one front-end module per digest, configured with these constants:
+        # they are part of what the digest names.
+        shared = json.dumps(constants, sort_keys=True).encode()
         _loader = VizLoader(
             viz_gz=viz,
             digest=hashlib.sha256(viz).hexdigest(),
             frontend_gz=_gzip(js),
             css_gz=_gzip(css),
-            frontend_digest=hashlib.sha256(js + b"\0" + css).hexdigest(),
+            frontend_digest=hashlib.sha256(js + b"\0" + css + b"\0" + shared).hexdigest(),
+            constants=constants,
         )
     return _loader

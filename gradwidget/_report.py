@@ -42,6 +42,11 @@ class RunHooks(Protocol):
     def sample_next(self) -> None: ...
     def end_run(self) -> None: ...
 
+    def manual(self) -> dict[str, Any] | None:
+        """While a loop of the user's own is watched: ``{"lr", "optimizer"}`` of the
+        optimizer seen stepping (values may be None), so ``log()`` can record a "manual"
+        run; None when nothing is watched."""
+
 
 class Reporter:
     """Sends a Trainer's progress to its publisher, at most every ``FLUSH_INTERVAL``."""

@@ -36,7 +36,7 @@ def new_run(
         "lr": lr,
         "optimizer": optimizer,
         "schedule": schedule,
-        "settings": optimizer_settings(optimizer, settings),
+        "settings": optimizer_settings(optimizer, settings) if schedule != "manual" else {},
         "steps": steps,
         "seed": seed,
         "status": "running",

@@ -9,6 +9,7 @@ snapshot in a single worker thread so the kernel stays free to receive further s
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -63,6 +64,7 @@ class Trainer:
         self._step_budget = 0
         self.output = OutputBuffer(publisher.show_output)
         self.report = Reporter(publisher)
+        self._manual: Active | None = None  # the "manual" run of a watched loop of the user's
         self.lr_find_result: dict[str, Any] | None = None
         self._quiet = False
 
@@ -115,6 +117,7 @@ class Trainer:
     def _run(self, kind: str, *, sync: bool, **kw: Any) -> None:
         __tracebackhide__ = True
         body = self._body
+        self.end_manual()
         if body is None:
             self.message("Nothing to run yet: run a %%train cell or call train(step_fn) first.")
             return
@@ -182,9 +185,10 @@ class Trainer:
     def _current(self, what: str) -> Active:
         a = self._active
         if a is None or a.thread != threading.get_ident():
+            where = " or in any loop while watching (w.watch())" if what == "log" else ""
             raise RuntimeError(
                 f"w.{what}() is for the training loop: use it in a %%train cell "
-                "(%load_ext gradwidget) or in the step function given to w.train()."
+                f"(%load_ext gradwidget), in the step function given to w.train(){where}."
             )
         return a
 
@@ -210,6 +214,12 @@ class Trainer:
 
     def log(self, loss: Any = None, **metrics: Any) -> None:
         """Record this step's loss (a tensor or number) and any other scalar metrics."""
+        a = self._active
+        if a is None or a.thread != threading.get_ident():
+            info = self.hooks.manual() if self.hooks is not None else None
+            if info is not None:
+                self._log_manual(info, loss, metrics)
+                return
         a = self._current("log")
         if a.cancel is not None:  # loops that do not use steps() still stop here
             raise Stop(a.cancel, a.cancel_note)
@@ -217,6 +227,56 @@ class Trainer:
             a.run["metrics"].setdefault(key, []).append(scalar(value, key))
         if loss is not None:
             a.record_loss(scalar(loss, "loss"))
+
+    def _log_manual(self, info: dict[str, Any], loss: Any, metrics: dict[str, Any]) -> None:
+        """``log()`` in a watched loop of the user's own: a run named "manual"."""
+        values = {k: scalar(v, k) for k, v in metrics.items()}
+        value = None if loss is None else scalar(loss, "loss")
+        with self._cond:
+            m = self._manual
+            if m is None:
+                lr = info.get("lr")
+                run = new_run(
+                    math.nan if lr is None else float(lr),
+                    info.get("optimizer") or "manual",
+                    {},
+                    "manual",
+                    0,
+                    None,
+                )
+                run["id"] = self._next_id
+                self._next_id += 1
+                self._runs.append(run)
+                del self._runs[:-MAX_RUNS]
+                m = self._manual = Active(run, 0, "train", sync=True)
+        run = m.run
+        if info.get("lr") is not None:
+            run["lrs"].append(float(info["lr"]))
+        for key, v in values.items():
+            run["metrics"].setdefault(key, []).append(v)
+        if value is not None:
+            if run["status"] == "running":
+                try:
+                    m.record_loss(value)
+                except Stop as stop:  # the loop is the user's: mark it, never stop it
+                    run["status"], run["note"] = stop.status, stop.note
+                    print(f"Run #{run['id']}: {run['error']}", file=sys.stderr)
+                    self._publish_runs()
+            else:
+                run["losses"].append(value)
+        m.step = m.total = run["steps"] = len(run["losses"])
+        self._flush(m)
+
+    def end_manual(self) -> None:
+        """The watched loop is over (unwatched, or a run of ours starts): close its run."""
+        with self._cond:
+            m, self._manual = self._manual, None
+        if m is None:
+            return
+        if m.run["status"] == "running":
+            m.run["status"] = "done"
+        self._flush(m, force=True)
+        self._publish_runs()
 
     def _checkpoint(self, a: Active) -> None:
         """Between steps: stop if asked, wait while paused (single steps pass one at a time)."""

@@ -136,6 +136,18 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
 
     # ---- lifecycle ----------------------------------------------------------------------
     @property
+    def active(self) -> bool:
+        """True until :meth:`remove`."""
+        return self._active
+
+    def optimizer_info(self) -> dict[str, Any]:
+        """``{"lr", "optimizer"}`` of the optimizer last seen stepping the parameters."""
+        opt = self._leaf.optimizer() if self._leaf is not None else None
+        if opt is None:
+            return {"lr": None, "optimizer": None}
+        return {"lr": float(opt.param_groups[0]["lr"]), "optimizer": type(opt).__name__}
+
+    @property
     def synced(self) -> bool:
         """False when the sampled step's graph did not match the drawn one."""
         return self._op.synced

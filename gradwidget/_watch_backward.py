@@ -48,6 +48,8 @@ class AtForwardBackward:
 
     # ---- the per-step path ----------------------------------------------------------------
     def _on_forward(self, module: Any, args: Any, out: Any) -> None:
+        if torch._C._current_graph_task_id() != -1:
+            return  # activation checkpointing recomputing the forward inside a backward
         self.steps += 1
         try:
             if self._cpu_start is None:

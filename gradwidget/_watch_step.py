@@ -35,25 +35,18 @@ class AtOptimizerStep:
     max_overhead: float
 
     # ---- the leaf tier: optimizer steps and clipping (called by _optstep) ---------------
-    def before_clip(self, params: list[torch.Tensor], max_norm: float) -> None:
+    def before_clip(self, params: list[torch.Tensor], max_norm: float, total: Any) -> None:
+        """Just before ``clip_grad_norm_`` clips: read the pre-clip gradient when due."""
         leaf = self._leaf
         try:
             due = leaf is not None and self._active and leaf.due(time.perf_counter())
-            if due and leaf.covers(params):  # type: ignore[union-attr]
+            if due and leaf.covers(params):
                 full = self._held is not None or not self.every
-                leaf.preclip = leaf.read("full" if full else "moments")  # type: ignore[union-attr]
+                leaf.preclip = leaf.read("full" if full else "moments")
+                norm, limit = float(total), float(max_norm)
+                leaf.clip = {"total_norm": norm, "max_norm": limit, "clipped": norm > limit}
         except Exception as err:
             self._internal_error(err)
-
-    def after_clip(self, params: list[torch.Tensor], total: Any, max_norm: float) -> None:
-        leaf = self._leaf
-        if leaf is not None and leaf.preclip is not None and leaf.clip is None:
-            norm = float(total)
-            leaf.clip = {
-                "total_norm": norm,
-                "max_norm": float(max_norm),
-                "clipped": norm > max_norm,
-            }
 
     def before_step(self, optimizer: torch.optim.Optimizer) -> None:
         leaf = self._leaf
@@ -92,6 +85,16 @@ class AtOptimizerStep:
         if scale:
             for s in ops.values():
                 unscale(s, scale)
+        # Fused optimizers unscale inside their own kernel: GradScaler hands them the scale
+        # (and skips nothing: they see found_inf and leave the weights alone themselves).
+        found = getattr(optimizer, "found_inf", None)
+        if isinstance(found, torch.Tensor) and float(found) > 0:
+            leaf.done(cpu0, self.every, self.max_overhead)
+            return  # a skipped step: no gradient to show (counted from the scale's backoff)
+        fused_scale = getattr(optimizer, "grad_scale", None)
+        if isinstance(fused_scale, torch.Tensor):
+            for s in stats.values():
+                unscale(s, float(fused_scale))
         params = {
             nid: p
             for nid, p in ((self._targets.leaf_id(p), p) for p in self._targets.all_leaves())

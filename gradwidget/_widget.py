@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import anywidget
@@ -15,6 +17,7 @@ from ._graph import Graph
 from ._live import LiveGradients, RunWatch
 from ._loader import get_loader
 from ._record import record
+from ._targets import eager_module
 from ._view import GraphView, graph_state
 
 #: Default of ``GradWidget(static_fallback=...)``: a static SVG next to the live widget.
@@ -32,8 +35,11 @@ def graph_from(source: Any, example_input: Any = None) -> tuple[Graph, torch.nn.
                 "for one forward pass), e.g. GradWidget(model, example_input=x)."
             )
         args = example_input if isinstance(example_input, tuple) else (example_input,)
-        with record(source) as rec:
-            out = source(*args)
+        # A compiled module is drawn from its eager original (the compiled graph is one
+        # opaque node); training and watching still use the module as given.
+        eager = eager_module(source)
+        with _eager_call(eager), record(eager) as rec:
+            out = eager(*args)
         # Every tensor the module returned (tuple, list, dict, nested) is one output node.
         outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor) and t.requires_grad]
         if not outs:
@@ -49,6 +55,19 @@ def graph_from(source: Any, example_input: Any = None) -> tuple[Graph, torch.nn.
         "GradWidget needs a Graph, a tensor with a graph (e.g. the loss), or an nn.Module "
         f"with example_input; got {type(source).__name__}."
     )
+
+
+@contextlib.contextmanager
+def _eager_call(module: torch.nn.Module) -> Iterator[None]:
+    """Run ``module`` eagerly for a moment even after ``module.compile()``."""
+    compiled = getattr(module, "_compiled_call_impl", None)
+    if compiled is not None:
+        module._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        if compiled is not None:
+            module._compiled_call_impl = compiled
 
 
 class GradWidget(GraphView, TrainingControls, LiveGradients, anywidget.AnyWidget):
