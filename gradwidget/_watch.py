@@ -198,7 +198,14 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
 
     @property
     def due_at(self) -> float:
-        """``perf_counter`` time of the next intermediate sample."""
+        """``perf_counter`` time of the next intermediate sample.
+
+        Intermediates ride on a step the leaf tier samples anyway (one publication, and
+        never a parameter sample more than the leaf tier's own clock asks for).
+        """
+        leaf = self._leaf
+        if leaf is not None and leaf.seen and not leaf.force:
+            return max(self._next, leaf.next)
         return self._next
 
     def open_gate(self) -> None:

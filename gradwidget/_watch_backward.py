@@ -34,6 +34,7 @@ class AtForwardBackward:
     max_overhead: float
     module: Any
     leaves: list
+    due_at: float
     samples: int
     steps: int
     op_samples: int
@@ -58,11 +59,17 @@ class AtForwardBackward:
                 self._settle_held()
             if self._budget.tail:
                 self._track_tail()
-            if self._force or (time.perf_counter() >= self._next):
+            now = time.perf_counter()
+            leaf = self._leaf
+            # Intermediates ride on a step the leaf tier samples anyway: one publication,
+            # and never a leaf sample more than the leaf tier's own clock asks for.
+            if self._force or (
+                now >= self._next and (leaf is None or not leaf.seen or leaf.due(now))
+            ):
                 self._arm(tensors_in(out))
             # Armed (or not due), the tail measured, nothing held: off until due again.
             busy = self._budget.tail or self._force or self._held is not None
-            if not busy and self.every > 0 and time.perf_counter() < self._next:
+            if not busy and self.every > 0 and time.perf_counter() < self.due_at:
                 self._close_gate()
         except Exception as err:  # never break the user's training
             self._internal_error(err)
