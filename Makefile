@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.deps-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test test-unit test-browser test-notebooks test-binder lint format bench js clean system-deps
+.PHONY: setup demo test test-unit test-js test-browser test-notebooks test-binder lint format bench js clean system-deps
 
 setup: system-deps $(STAMP) js
 	$(PIP) install -q --no-deps --no-build-isolation -e .
@@ -47,6 +47,11 @@ format:
 test-unit:
 	$(PY) -m pytest -q tests -m "not browser" -p no:cacheprovider
 
+# The front-end's own tests (node --test, no browser): the stats decoder against the blob
+# tests/test_stats_wire.py pins, and the number formats.
+test-js: js/node_modules/.stamp
+	cd js && node --test test/
+
 test-browser:
 	$(PY) -m pytest -q tests -m browser -p no:cacheprovider
 
@@ -60,6 +65,7 @@ test-binder: $(STAMP)
 	bash binder/test-recipe.sh $(CURDIR)/$(PY)
 
 test: setup lint
+	$(MAKE) --no-print-directory test-js
 	$(PY) -m pytest -p no:cacheprovider tests
 	$(MAKE) --no-print-directory test-notebooks
 	$(MAKE) --no-print-directory test-binder

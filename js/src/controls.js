@@ -2,6 +2,9 @@
 // step count, run/pause/step/stop/reset/clear/lr-find buttons, progress bar, output area.
 // Every control only sets synced traits or sends {type: "train", action} to the kernel:
 // the runner (gradwidget/_train.py) owns all behaviour.
+import { el } from "./dom.js";
+import { formatDuration, formatLr } from "./format.js";
+import { constants } from "./shared.js";
 
 const LR_MIN_EXP = -5;
 const LR_MAX_EXP = 1;
@@ -16,47 +19,14 @@ const SETTING_UI = {
   weight_decay: { label: "weight decay", step: "0.001", min: "0" },
 };
 
-const SCHEDULE_LABELS = {
-  constant: "constant",
-  step: "step decay",
-  exponential: "exponential",
-  cosine: "cosine annealing",
-  onecycle: "one-cycle",
-};
-
 /**
- * A learning rate as short text: 0.01, 0.3, 3e-5.
- * @param {number} v
+ * An element of class `cls` holding `parts` (elements and text), in order.
+ * @param {string} tag @param {string} cls @param {...(Node|string)} parts
  */
-export function formatLr(v) {
-  if (!Number.isFinite(v)) return String(v);
-  if (v >= 1e-3 && v < 1e4) return String(Number(v.toPrecision(3)));
-  return v.toExponential(1).replace(".0e", "e");
-}
-
-/** @param {number} s seconds */
-function formatDuration(s) {
-  if (s == null || !Number.isFinite(s)) return "–";
-  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
-  const m = Math.floor(s / 60);
-  return `${m} min ${Math.round(s - 60 * m)} s`;
-}
-
-/**
- * @param {string} tag
- * @param {Record<string, any>} [props]
- * @param {(Node|string)[]} [children]
- */
-function h(tag, props = {}, children = []) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") el.className = v;
-    else if (k === "dataset") Object.assign(el.dataset, v);
-    else if (k in el) el[k] = v;
-    else el.setAttribute(k, v);
-  }
-  el.append(...children);
-  return el;
+function holding(tag, cls, ...parts) {
+  const e = el(tag, cls);
+  e.append(...parts);
+  return e;
 }
 
 /**
@@ -72,7 +42,7 @@ export function mountControls({ model, ctx }) {
   };
 
   // -- learning rate: a log10 range input plus a typeable field --
-  const slider = h("input", {
+  const slider = el("input", {
     type: "range",
     class: "gw-lr-slider",
     min: String(LR_MIN_EXP),
@@ -81,7 +51,7 @@ export function mountControls({ model, ctx }) {
     title: "learning rate (log scale)",
     "aria-label": "learning rate (log scale)",
   });
-  const lrText = h("input", {
+  const lrText = el("input", {
     type: "text",
     class: "gw-lr-value",
     size: 7,
@@ -111,11 +81,11 @@ export function mountControls({ model, ctx }) {
   });
 
   // -- optimizer and its settings --
-  const optSelect = h("select", { class: "gw-optimizer", "aria-label": "optimizer" });
-  const settingsBox = h("span", { class: "gw-opt-settings" });
+  const optSelect = el("select", { class: "gw-optimizer", "aria-label": "optimizer" });
+  const settingsBox = el("span", "gw-opt-settings");
   const drawOptimizers = () => {
     const names = Object.keys(model.get("optimizer_defaults") || {});
-    optSelect.replaceChildren(...names.map((n) => h("option", { value: n, textContent: n })));
+    optSelect.replaceChildren(...names.map((n) => el("option", { value: n }, null, n)));
     optSelect.value = model.get("optimizer");
   };
   optSelect.addEventListener("change", () => commit("optimizer", optSelect.value));
@@ -127,37 +97,34 @@ export function mountControls({ model, ctx }) {
       const ui = SETTING_UI[key] || { label: key };
       const value = key in overrides ? overrides[key] : def;
       const input = ui.bool
-        ? h("input", { type: "checkbox", checked: Boolean(value) })
-        : h("input", { type: "number", value: String(value), step: ui.step || "any", min: ui.min ?? "", max: ui.max ?? "", class: "gw-num" });
+        ? el("input", { type: "checkbox", checked: Boolean(value) })
+        : el("input", { type: "number", value: String(value), step: ui.step || "any", min: ui.min ?? "", max: ui.max ?? "", class: "gw-num" });
       input.dataset.setting = key;
       input.addEventListener("change", () => {
         const v = ui.bool ? input.checked : Number(input.value);
         if (!ui.bool && !Number.isFinite(v)) return;
         commit("optimizer_settings", { ...(model.get("optimizer_settings") || {}), [key]: v });
       });
-      items.push(h("label", { class: "gw-setting" }, [ui.label, input]));
+      items.push(holding("label", "gw-setting", ui.label, input));
     }
     settingsBox.replaceChildren(...items);
   };
 
   // -- schedule, steps, live --
-  const schedSelect = h(
-    "select",
-    { class: "gw-schedule", "aria-label": "learning-rate schedule" },
-    Object.entries(SCHEDULE_LABELS).map(([v, t]) => h("option", { value: v, textContent: t })),
-  );
+  const schedSelect = el("select", { class: "gw-schedule", "aria-label": "learning-rate schedule" });
+  for (const [v, t] of Object.entries(constants().schedule_labels)) el("option", { value: v }, schedSelect, t);
   schedSelect.addEventListener("change", () => commit("schedule", schedSelect.value));
-  const stepsInput = h("input", { type: "number", min: "1", step: "1", class: "gw-steps gw-num", "aria-label": "steps" });
+  const stepsInput = el("input", { type: "number", min: "1", step: "1", class: "gw-steps gw-num", "aria-label": "steps" });
   stepsInput.addEventListener("change", () => {
     const n = Math.round(Number(stepsInput.value));
     if (n >= 1) commit("total_steps", n);
   });
-  const live = h("input", { type: "checkbox", class: "gw-live" });
+  const live = el("input", { type: "checkbox", class: "gw-live" });
   live.addEventListener("change", () => commit("live", live.checked));
 
   // -- buttons --
   const button = (label, action, title) => {
-    const b = h("button", { type: "button", class: "gw-btn", textContent: label, title });
+    const b = el("button", { type: "button", class: "gw-btn", textContent: label, title });
     b.dataset.action = action;
     b.addEventListener("click", () => (inCell() && b.dataset.action === "stop" ? interrupt() : send(b.dataset.action)));
     return b;
@@ -182,22 +149,28 @@ export function mountControls({ model, ctx }) {
   const findBtn = button("lr find", "lr_find", "learning-rate range test (model restored afterwards)");
 
   // -- progress --
-  const bar = h("progress", { class: "gw-progress", max: 1, value: 0 });
-  const progressText = h("span", { class: "gw-progress-text" });
-  const stateBadge = h("span", { class: "gw-train-state" });
+  const bar = el("progress", { class: "gw-progress", max: 1, value: 0 });
+  const progressText = el("span", "gw-progress-text");
+  const stateBadge = el("span", "gw-train-state");
 
   // -- output area (rerun prints, warnings, tracebacks) --
-  const output = h("div", { class: "gw-train-output" });
+  const output = el("div", "gw-train-output");
 
-  const row1 = h("div", { class: "gw-controls-row" }, [
-    h("label", { class: "gw-field" }, ["lr ", slider, lrText]),
-    h("label", { class: "gw-field" }, ["optimizer ", optSelect]),
+  const row1 = holding(
+    "div",
+    "gw-controls-row",
+    holding("label", "gw-field", "lr ", slider, lrText),
+    holding("label", "gw-field", "optimizer ", optSelect),
     settingsBox,
-  ]);
-  const row2 = h("div", { class: "gw-controls-row" }, [
-    h("label", { class: "gw-field" }, ["schedule ", schedSelect]),
-    h("label", { class: "gw-field" }, ["steps ", stepsInput]),
-    h("label", { class: "gw-field", title: "change the lr of the running optimizer in place instead of restarting" }, [live, " live lr"]),
+  );
+  const liveField = holding("label", "gw-field", live, " live lr");
+  liveField.title = "change the lr of the running optimizer in place instead of restarting";
+  const row2 = holding(
+    "div",
+    "gw-controls-row",
+    holding("label", "gw-field", "schedule ", schedSelect),
+    holding("label", "gw-field", "steps ", stepsInput),
+    liveField,
     runBtn,
     pauseBtn,
     stepBtn,
@@ -205,9 +178,9 @@ export function mountControls({ model, ctx }) {
     resetBtn,
     clearBtn,
     findBtn,
-  ]);
-  const row3 = h("div", { class: "gw-controls-row gw-progress-row" }, [stateBadge, bar, progressText]);
-  const box = h("div", { class: "gw-train" }, [row1, row2, row3, output]);
+  );
+  const row3 = holding("div", "gw-controls-row gw-progress-row", stateBadge, bar, progressText);
+  const box = holding("div", "gw-train", row1, row2, row3, output);
   ctx.panels.bottom.appendChild(box);
 
   const showState = () => {
@@ -247,9 +220,9 @@ export function mountControls({ model, ctx }) {
     output.replaceChildren(
       ...outs.map((o) => {
         if (o.output_type === "error") {
-          return h("pre", { class: "gw-out-error", textContent: (o.traceback || []).join("\n") || `${o.ename}: ${o.evalue}` });
+          return el("pre", "gw-out-error", null, (o.traceback || []).join("\n") || `${o.ename}: ${o.evalue}`);
         }
-        return h("pre", { class: o.name === "stderr" ? "gw-out-stderr" : "gw-out-stdout", textContent: o.text });
+        return el("pre", o.name === "stderr" ? "gw-out-stderr" : "gw-out-stdout", null, o.text);
       }),
     );
     output.hidden = outs.length === 0;

@@ -1,7 +1,8 @@
 // Detail panel of the selected node: live histogram, norm sparkline, statistics, shape and
 // the actual values of small tensors (data | grad).
-import { drawHistogram, drawSparkline, fmt } from "./grad_plots.js";
+import { drawHistogram, drawSparkline } from "./grad_plots.js";
 import { el } from "./dom.js";
+import { formatStat } from "./format.js";
 import { nodeTable } from "./wire.js";
 
 const STATS = [
@@ -74,7 +75,7 @@ export function mountDetail({ model, ctx, store }) {
     for (const part of [table, histTitle, hist, sparkTitle, spark, values]) part.hidden = !has;
     if (!has) return;
     for (const [key] of STATS) {
-      cells[key].textContent = key === "nonfinite" ? String(s.nonfinite) : fmt(s[key]);
+      cells[key].textContent = key === "nonfinite" ? String(s.nonfinite) : formatStat(s[key]);
     }
     cells.nonfinite.classList.toggle("gw-bad", s.nonfinite > 0);
     const lo = s.min === s.max ? s.min - 1 : s.min;
@@ -110,7 +111,7 @@ export function mountDetail({ model, ctx, store }) {
 /**
  * micrograd-style "data | grad" table for tensors of at most 64 elements.
  * @param {HTMLElement} host
- * @param {import("./live.js").NodeStats} s
+ * @param {import("./wire.js").NodeStats} s
  */
 function renderValues(host, s) {
   host.replaceChildren();
@@ -123,7 +124,7 @@ function renderValues(host, s) {
   for (const h of s.data ? ["#", "data", "grad"] : ["#", "grad"]) el("th", "", head, h);
   for (let i = 0; i < s.values.length; i++) {
     const tr = el("tr", "", t);
-    const cols = s.data ? [i, fmt(s.data[i]), fmt(s.values[i])] : [i, fmt(s.values[i])];
+    const cols = s.data ? [i, formatStat(s.data[i]), formatStat(s.values[i])] : [i, formatStat(s.values[i])];
     for (const v of cols) el("td", "", tr, String(v));
   }
   host.appendChild(t);

@@ -1,6 +1,7 @@
 // Small canvas plots of live gradients: histogram, norm sparkline, gradient flow.
 import { hidpiContext as prepare } from "./canvas.js";
 import { el } from "./dom.js";
+import { formatAxis } from "./format.js";
 import { nodeTable } from "./wire.js";
 
 /** Theme colors read from CSS variables of the widget root. */
@@ -47,9 +48,9 @@ export function drawHistogram(canvas, hist, lo, hi, w = 280, h = 90) {
   g.font = "10px sans-serif";
   g.textBaseline = "bottom";
   g.textAlign = "left";
-  g.fillText(fmtAxis(lo), 1, h);
+  g.fillText(formatAxis(lo), 1, h);
   g.textAlign = "right";
-  g.fillText(fmtAxis(hi), w - 1, h);
+  g.fillText(formatAxis(hi), w - 1, h);
 }
 
 /**
@@ -100,24 +101,6 @@ export function drawSparkline(canvas, values, w = 280, h = 48) {
     g.arc(x(n - 1), y(last), 2.5, 0, 2 * Math.PI);
     g.fill();
   }
-}
-
-/**
- * Short number text for panels: 3 significant digits, exponent when tiny or huge.
- * @param {number} v
- */
-export function fmt(v) {
-  if (!Number.isFinite(v)) return String(v);
-  if (v === 0) return "0";
-  const a = Math.abs(v);
-  return a >= 1e4 || a < 1e-3 ? v.toExponential(2) : v.toPrecision(3);
-}
-
-/** @param {number} v */
-function fmtAxis(v) {
-  if (!Number.isFinite(v)) return String(v);
-  const a = Math.abs(v);
-  return a !== 0 && (a >= 1e4 || a < 1e-2) ? v.toExponential(1) : v.toPrecision(2);
 }
 
 /**

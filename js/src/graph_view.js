@@ -1,34 +1,16 @@
-// The graph pane: lays out the DOT once per structure change and restyles in place.
-import {
-  MAX_UNITS,
-  countUnits,
-  describeError,
-  getLoader,
-  layout,
-  layoutOffThread,
-} from "./graphviz.js";
+// The graph pane: lays out the DOT once per structure change and restyles in place; the
+// header's depth and fit tools. Export (graph_export.js) and the tooltip (tooltip.js) plug in.
+import { countUnits, describeError, getLoader, layout, layoutOffThread } from "./graphviz.js";
 import { applyStyles, resolveStyles } from "./node_styles.js";
 import { el } from "./dom.js";
+import { mountExport } from "./graph_export.js";
 import { panZoom } from "./panzoom.js";
-import { dotText, moduleTable, nodeTable } from "./wire.js";
+import { constants } from "./shared.js";
+import { mountGraphTooltip } from "./tooltip.js";
+import { dotText, nodeTable } from "./wire.js";
 
-/** Above this many units, show "laying out N boxes…" and lay out in a Web Worker. */
-const BIG_VIEW = 250;
 /** Layouts kept per view, keyed by DOT text (expand then collapse reuses the first layout). */
 const LAYOUT_CACHE = 4;
-
-/** @param {number} n */
-function bytes(n) {
-  if (n < 1024) return `${n} B`;
-  const units = ["KB", "MB", "GB"];
-  let v = n / 1024;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u += 1;
-  }
-  return `${v.toFixed(1)} ${units[u]}`;
-}
 
 /**
  * Outermost collapsed module among `path` and its ancestors.
@@ -56,9 +38,8 @@ export function mountGraph({ model, host, el: parent, ctx }) {
   const stage = el("div", "gw-stage", pane);
   const status = el("div", "gw-status", pane);
   status.hidden = true;
-  const tip = el("div", "gw-tooltip", pane);
-  tip.hidden = true;
   const pz = panZoom(pane);
+  const tooltip = mountGraphTooltip({ model, pane, ctx, wasDrag: () => pz.wasDrag() });
 
   // ---- header tools: depth, fit, export ------------------------------------------------
   const tools = ctx.panels.header || ctx.panels.toolbar;
@@ -67,10 +48,7 @@ export function mountGraph({ model, host, el: parent, ctx }) {
   depthSel.title = "Module nesting level drawn open (auto keeps the view near 150 boxes)";
   const fitBtn = el("button", "gw-fit", tools, "Fit");
   fitBtn.title = "Fit the whole graph in view";
-  const exportBtn = el("button", "gw-export", tools, "SVG");
-  exportBtn.title = "Download the rendered graph as SVG";
-  const pngBtn = el("button", "gw-export-png", tools, "PNG");
-  pngBtn.title = "Download the rendered graph as PNG (2x)";
+  mountExport({ model, tools, svg: () => svg });
 
   const fillDepth = () => {
     const max = model.get("max_depth") || 0;
@@ -93,8 +71,6 @@ export function mountGraph({ model, host, el: parent, ctx }) {
     model.save_changes();
   });
   fitBtn.addEventListener("click", () => pz.fit());
-  exportBtn.addEventListener("click", () => exportSvg());
-  pngBtn.addEventListener("click", () => exportPng().catch((e) => console.warn("gradwidget: PNG export failed", e)));
 
   // ---- state ---------------------------------------------------------------------------
   /** @type {SVGSVGElement|null} */
@@ -109,8 +85,6 @@ export function mountGraph({ model, host, el: parent, ctx }) {
   /** @type {Map<string, SVGSVGElement>} */
   const cache = new Map();
   let generation = 0;
-  /** @type {Element|null} node or cluster under the pointer */
-  let hovered = null;
 
   const reindex = () => {
     ctx.nodeIndex = new Map((nodeTable(model).id || []).map((id, i) => [id, i]));
@@ -159,14 +133,15 @@ export function mountGraph({ model, host, el: parent, ctx }) {
     const dot = dotText(model);
     if (!dot) return message("Nothing to draw.");
     const n = countUnits(dot);
-    if (n > MAX_UNITS) {
+    const { max_units: maxUnits, big_view: bigView } = constants();
+    if (n > maxUnits) {
       return message(
         `This view has ${n.toLocaleString()} boxes, over the limit of ` +
-          `${MAX_UNITS.toLocaleString()} the browser can lay out. Collapse modules or lower the depth.`,
+          `${maxUnits.toLocaleString()} the browser can lay out. Collapse modules or lower the depth.`,
         "gw-error gw-limit",
       );
     }
-    status.textContent = n > BIG_VIEW ? `laying out ${n.toLocaleString()} boxes…` : "laying out…";
+    status.textContent = n > bigView ? `laying out ${n.toLocaleString()} boxes…` : "laying out…";
     status.hidden = false;
     let viz;
     let loader;
@@ -183,7 +158,7 @@ export function mountGraph({ model, host, el: parent, ctx }) {
     if (!next) {
       try {
         // Big views in the worker (seconds for ~2,000 nodes); small ones at once, here.
-        next = n > BIG_VIEW ? await layoutOffThread(loader, viz, dot) : layout(viz, dot);
+        next = n > bigView ? await layoutOffThread(loader, viz, dot) : layout(viz, dot);
       } catch (e) {
         if (gen !== generation) return;
         return message(`Graphviz could not lay out this graph: ${describeError(e)}`, "gw-error");
@@ -197,7 +172,7 @@ export function mountGraph({ model, host, el: parent, ctx }) {
       if (cache.size > LAYOUT_CACHE) cache.delete(cache.keys().next().value);
       if (gen !== generation) return;
     }
-    if (n > BIG_VIEW) {
+    if (n > bigView) {
       // Parsing a big SVG and showing it are each ~0.3 s here: two tasks, not one freeze.
       await new Promise((r) => setTimeout(r, 0));
       if (gen !== generation) return;
@@ -250,8 +225,7 @@ export function mountGraph({ model, host, el: parent, ctx }) {
     stage.replaceChildren(svg);
     status.hidden = true;
     // The pointer's old target is gone: no stale tooltip until it moves again.
-    hovered = null;
-    tip.hidden = true;
+    tooltip.reset();
     const nat = { w: 0, h: 0 };
     const vb = (svg.dataset.baseViewBox || svg.getAttribute("viewBox") || "0 0 0 0").split(" ");
     nat.h = Number(vb[3]) * (4 / 3);
@@ -260,68 +234,6 @@ export function mountGraph({ model, host, el: parent, ctx }) {
     pz.setSvg(svg);
     restyle();
     restyleSelection(false);
-  }
-
-  /** The graph as a standalone SVG file's text and size in pt, or null when none is drawn. */
-  function exportedSvg() {
-    if (!svg) return null;
-    const copy = /** @type {SVGSVGElement} */ (svg.cloneNode(true));
-    const vb = svg.dataset.baseViewBox || svg.getAttribute("viewBox") || "";
-    const [, , w, h] = vb.split(" ").map(Number);
-    copy.setAttribute("viewBox", vb);
-    copy.setAttribute("width", `${w}pt`);
-    copy.setAttribute("height", `${h}pt`);
-    copy.setAttribute("xmlns", "http://www.w3.org/2000/svg");
-    copy.removeAttribute("data-base-view-box");
-    // The file carries the light DOT colours (not the page's theme CSS): give it an opaque
-    // white background so it reads in dark viewers too.
-    const [x, y] = vb.split(" ").map(Number);
-    const bg = document.createElementNS("http://www.w3.org/2000/svg", "rect");
-    for (const [k, v] of Object.entries({ x, y, width: w, height: h, fill: "#ffffff" })) {
-      bg.setAttribute(k, String(v));
-    }
-    bg.setAttribute("class", "gw-export-bg");
-    copy.insertBefore(bg, copy.firstChild);
-    return { text: new XMLSerializer().serializeToString(copy), w, h };
-  }
-
-  /** @param {Blob} blob @param {string} ext */
-  function download(blob, ext) {
-    const url = URL.createObjectURL(blob);
-    const a = document.createElement("a");
-    a.href = url;
-    a.download = `${model.get("title") || "autograd-graph"}.${ext}`;
-    document.body.appendChild(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 1000);
-  }
-
-  function exportSvg() {
-    const out = exportedSvg();
-    if (out) download(new Blob([out.text], { type: "image/svg+xml" }), "svg");
-  }
-
-  /** The same SVG drawn on a canvas at 2x (less for huge graphs: canvases top out ~16k px). */
-  async function exportPng() {
-    const out = exportedSvg();
-    if (!out) return;
-    const px = { w: (out.w * 4) / 3, h: (out.h * 4) / 3 };
-    const scale = Math.min(2, 16000 / Math.max(px.w, px.h, 1));
-    const url = URL.createObjectURL(new Blob([out.text], { type: "image/svg+xml" }));
-    try {
-      const img = new Image();
-      img.src = url;
-      await img.decode();
-      const canvas = document.createElement("canvas");
-      canvas.width = Math.max(1, Math.round(px.w * scale));
-      canvas.height = Math.max(1, Math.round(px.h * scale));
-      canvas.getContext("2d").drawImage(img, 0, 0, canvas.width, canvas.height);
-      const blob = await new Promise((r) => canvas.toBlob(r, "image/png"));
-      if (blob) download(blob, "png");
-    } finally {
-      URL.revokeObjectURL(url);
-    }
   }
 
   // ---- selection -------------------------------------------------------------------------
@@ -343,88 +255,6 @@ export function mountGraph({ model, host, el: parent, ctx }) {
     }
     if (emit) ctx.emit("select", sel || "");
   }
-
-  // ---- tooltip ---------------------------------------------------------------------------
-  /** @returns {[string, string][]} rows for the tooltip of a unit or cluster */
-  function describe(g) {
-    const name = g.getAttribute("data-name") || "";
-    const modules = moduleTable(model);
-    if (g.classList.contains("cluster")) {
-      const path = g.getAttribute("data-module") || "";
-      const info = modules[path] || {};
-      return [
-        ["module", `${path} (${info.type || "Module"})`],
-        ["ops", `${info.ops ?? "?"}, ${info.params ?? 0} params`],
-        ["saved for backward", bytes(info.saved_bytes || 0)],
-        ["", "click the frame or its label to collapse"],
-      ];
-    }
-    const vm = model.get("view_modules") || {};
-    if (name in vm) {
-      const path = vm[name];
-      const info = modules[path] || {};
-      return [
-        ["module", `${path} (${info.type || "Module"})`],
-        ["contains", `${info.ops ?? 0} ops, ${info.params ?? 0} params`],
-        ["saved for backward", bytes(info.saved_bytes || 0)],
-        ["", "click to expand"],
-      ];
-    }
-    const i = Number(name.slice(1));
-    const t = nodeTable(model);
-    const rows = [["kind", t.kind[i]]];
-    if (t.name[i]) rows.push(["name", t.name[i]]);
-    if (t.op[i]) rows.push(["op", t.op[i]]);
-    if (t.shape[i]) rows.push(["shape", `(${t.shape[i].join(", ")})`]);
-    if (t.dtype[i]) rows.push(["dtype", t.dtype[i]]);
-    if (t.module[i]) rows.push(["module", t.module[i]]);
-    if (t.source[i]) rows.push(["source", t.source[i]]);
-    rows.push(["saved for backward", bytes(t.saved_bytes[i] || 0)]);
-    return rows;
-  }
-
-  function hoverTarget(target) {
-    const t = /** @type {Element} */ (target);
-    return t?.closest?.("g.node") || t?.closest?.("g.cluster") || null;
-  }
-
-  pane.addEventListener("pointermove", (ev) => {
-    const g = hoverTarget(ev.target);
-    if (!g || pz.wasDrag()) {
-      if (hovered) ctx.emit("hover", null);
-      hovered = null;
-      tip.hidden = true;
-      return;
-    }
-    if (g !== hovered) {
-      hovered = g;
-      const rows = describe(g);
-      tip.replaceChildren(
-        ...rows.map(([k, v]) => {
-          const row = el("div", k ? "" : "gw-hint");
-          if (k) el("b", "", row, `${k}: `);
-          row.appendChild(document.createTextNode(String(v)));
-          return row;
-        }),
-      );
-      const name = g.getAttribute("data-name") || "";
-      const i = name[0] === "n" ? Number(name.slice(1)) : -1;
-      ctx.emit("hover", {
-        id: i >= 0 ? nodeTable(model).id[i] : null,
-        module: (model.get("view_modules") || {})[name] || g.getAttribute("data-module") || null,
-      });
-    }
-    tip.hidden = false;
-    const r = pane.getBoundingClientRect();
-    const x = ev.clientX - r.left + 14;
-    const y = ev.clientY - r.top + 14;
-    tip.style.left = `${Math.min(x, Math.max(0, r.width - tip.offsetWidth - 4))}px`;
-    tip.style.top = `${Math.min(y, Math.max(0, r.height - tip.offsetHeight - 4))}px`;
-  });
-  pane.addEventListener("pointerleave", () => {
-    hovered = null;
-    tip.hidden = true;
-  });
 
   // ---- clicks: select, expand, collapse --------------------------------------------------
   pane.addEventListener("click", (ev) => {
@@ -491,6 +321,7 @@ export function mountGraph({ model, host, el: parent, ctx }) {
   draw();
   return () => {
     generation += 1;
+    tooltip.destroy();
     pz.destroy();
     for (const [event, fn] of listeners) model.off(event, fn);
   };

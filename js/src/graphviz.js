@@ -1,8 +1,5 @@
 // Access to the page's single WASM Graphviz instance (see loader.js), and layout.
 
-/** Views with more drawn units than this are refused (mirrors MAX_VISIBLE_NODES in Python). */
-export const MAX_UNITS = 20000;
-
 /**
  * The loader widget's exports (`viz`, `layoutInWorker`, ...).
  * @param {any} model

@@ -1,7 +1,7 @@
 // The Jacobian heatmap: cells, labelled axes, hover read-out, colorbar and column strips.
 import { gradientCss, paint } from "./colormap.js";
 import { el } from "./dom.js";
-import { fmt } from "./jacobian_axes.js";
+import { formatValue } from "./format.js";
 
 const MAX_W = 560;
 const MAX_H = 420;
@@ -32,27 +32,6 @@ function span(k, block, total) {
 }
 
 /**
- * A tooltip that follows the mouse inside `root`.
- * @param {HTMLElement} root
- */
-export function makeTooltip(root) {
-  const tip = el("div", "gw-jac-tip", root);
-  tip.hidden = true;
-  return {
-    show(evt, lines) {
-      tip.replaceChildren(...lines.map((l) => el("div", "", null, l)));
-      tip.hidden = false;
-      const box = root.getBoundingClientRect();
-      tip.style.left = `${evt.clientX - box.left + 14}px`;
-      tip.style.top = `${evt.clientY - box.top + 14}px`;
-    },
-    hide() {
-      tip.hidden = true;
-    },
-  };
-}
-
-/**
  * Mount the heatmap grid into `el`.
  * @param {object} opts
  * @param {HTMLElement} opts.el container
@@ -61,7 +40,7 @@ export function makeTooltip(root) {
  * @param {number} opts.vmax symmetric color limit
  * @param {string} opts.reduce "mean" | "absmax" (what a summarised cell holds)
  * @param {string} opts.outLabel e.g. "y (3, 2)"
- * @param {ReturnType<typeof makeTooltip>} opts.tooltip
+ * @param {ReturnType<typeof import("./tooltip.js").makeTooltip>} opts.tooltip
  * @param {(row: number) => void} opts.onPickRow called with an output index on click
  * @returns {{selectRow: (row: number|null) => void, strip: (label: string, cls: string) => any}}
  */
@@ -111,11 +90,9 @@ export function mountHeatmap({ el: host, axes, values, vmax, reduce, outLabel, t
   const wrap = el("div", "gw-jac-heat", grid);
   wrap.style.width = `${W}px`;
   wrap.style.height = `${H}px`;
-  const canvas = document.createElement("canvas");
-  canvas.className = "gw-jac-canvas";
+  const canvas = el("canvas", "gw-jac-canvas", wrap);
   canvas.style.width = `${W}px`;
   canvas.style.height = `${H}px`;
-  wrap.appendChild(canvas);
   paint(canvas, values, rows, cols, vmax);
   for (const g of axes.groups.slice(1)) {
     const sep = el("div", "gw-jac-sep", wrap);
@@ -135,9 +112,9 @@ export function mountHeatmap({ el: host, axes, values, vmax, reduce, outLabel, t
   ramp.style.height = `${Math.max(60, Math.min(H, 240))}px`;
   const labels = el("div", "gw-jac-ramp-labels", bar);
   labels.style.height = ramp.style.height;
-  el("div", "", labels, `+${fmt(vmax)}`);
+  el("div", "", labels, `+${formatValue(vmax)}`);
   el("div", "", labels, "0");
-  el("div", "", labels, `−${fmt(vmax)}`);
+  el("div", "", labels, `−${formatValue(vmax)}`);
 
   const cellAt = (evt) => {
     const box = canvas.getBoundingClientRect();
@@ -155,7 +132,7 @@ export function mountHeatmap({ el: host, axes, values, vmax, reduce, outLabel, t
     const v = values[r * cols + c];
     if (rb === 1 && cb === 1) {
       tooltip.show(evt, [
-        `∂${axes.rowLabel(r)} / ∂${axes.colLabel(c)} = ${fmt(v)}`,
+        `∂${axes.rowLabel(r)} / ∂${axes.colLabel(c)} = ${formatValue(v)}`,
         `row i = ${r}, column j = ${c}`,
       ]);
     } else {
@@ -165,7 +142,7 @@ export function mountHeatmap({ el: host, axes, values, vmax, reduce, outLabel, t
       const r1 = Math.min(m, r0 + rb) - 1;
       const c1 = Math.min(n, c0 + cb) - 1;
       tooltip.show(evt, [
-        `${what} = ${fmt(v)}`,
+        `${what} = ${formatValue(v)}`,
         `rows ${span(r, rb, m)}: ${axes.rowLabel(r0)} … ${axes.rowLabel(r1)}`,
         `columns ${span(c, cb, n)}: ${axes.colLabel(c0)} … ${axes.colLabel(c1)}`,
       ]);
@@ -202,9 +179,8 @@ function mountStrip({ grid, label, cls, axes, W, tooltip }) {
   el("div", "gw-jac-strip-label", grid, label);
   const wrap = el("div", `gw-jac-strip ${cls}`, grid);
   wrap.style.width = `${W}px`;
-  const canvas = document.createElement("canvas");
+  const canvas = el("canvas", "", wrap);
   canvas.style.width = `${W}px`;
-  wrap.appendChild(canvas);
   const scale = el("div", "gw-jac-strip-scale", grid);
   let current = new Float32Array(0);
   wrap.addEventListener("mousemove", (evt) => {
@@ -213,14 +189,14 @@ function mountStrip({ grid, label, cls, axes, W, tooltip }) {
     if (c < 0 || c >= current.length) return;
     const where =
       cb === 1 ? axes.colLabel(c) : `${axes.colLabel(c * cb)} … ${axes.colLabel(Math.min(n, (c + 1) * cb) - 1)}`;
-    tooltip.show(evt, [`${label}: ${fmt(current[c])}`, `${where} (column ${span(c, cb, n)})`]);
+    tooltip.show(evt, [`${label}: ${formatValue(current[c])}`, `${where} (column ${span(c, cb, n)})`]);
   });
   wrap.addEventListener("mouseleave", () => tooltip.hide());
   return {
     update(values, vmax) {
       current = values;
       paint(canvas, values, 1, cols, vmax);
-      scale.textContent = `±${fmt(vmax)}`;
+      scale.textContent = `±${formatValue(vmax)}`;
       wrap.dataset.cells = String(values.length);
     },
   };

@@ -1,8 +1,10 @@
 // Jacobian explorer front-end (model: gradwidget/_jacobian.py).
 // Heatmap of J, vᵀJ computed two ways by the kernel, gradient accumulation controls.
 import "./jacobian.css";
-import { axesOf, fmt } from "./jacobian_axes.js";
-import { makeTooltip, mountHeatmap } from "./heatmap.js";
+import { axesOf } from "./jacobian_axes.js";
+import { formatValue } from "./format.js";
+import { mountHeatmap } from "./heatmap.js";
+import { makeTooltip } from "./tooltip.js";
 import { mountVector } from "./vector_controls.js";
 import { el } from "./dom.js";
 import { float32 } from "./wire.js";
@@ -71,8 +73,8 @@ function mountResults({ model, root, heat, axes, listen }) {
 
     agree.classList.toggle("gw-jac-bad", !view.agree);
     agree.textContent = view.agree
-      ? `✓ v @ J and y.backward(v) agree (max |difference| = ${fmt(view.max_diff)})`
-      : `✗ v @ J and y.backward(v) differ by up to ${fmt(view.max_diff)}`;
+      ? `✓ v @ J and y.backward(v) agree (max |difference| = ${formatValue(view.max_diff)})`
+      : `✗ v @ J and y.backward(v) differ by up to ${formatValue(view.max_diff)}`;
 
     numbers.replaceChildren();
     if (axes.cb === 1 && axes.n <= MAX_NUMBERS) {
@@ -84,7 +86,7 @@ function mountResults({ model, root, heat, axes, listen }) {
       for (const [label, key] of rows) {
         const line = el("div", `gw-jac-values-row gw-jac-values-${key}`, numbers);
         el("div", "gw-jac-values-label", line, label);
-        el("div", "gw-jac-values-data", line, `[${Array.from(arrays[key], fmt).join(", ")}]`);
+        el("div", "gw-jac-values-data", line, `[${Array.from(arrays[key], formatValue).join(", ")}]`);
       }
     }
 
@@ -96,7 +98,7 @@ function mountResults({ model, root, heat, axes, listen }) {
       status.textContent = "x.grad = vᵀJ (one backward call since zero_grad).";
     } else if (ratio !== null) {
       status.textContent =
-        `x.grad = ${fmt(ratio)} × vᵀJ after ${calls} backward calls without zero_grad: ` +
+        `x.grad = ${formatValue(ratio)} × vᵀJ after ${calls} backward calls without zero_grad: ` +
         "gradients accumulate (add up) until you zero them.";
     } else {
       status.textContent =
@@ -111,13 +113,9 @@ function mountResults({ model, root, heat, axes, listen }) {
 /** Accumulation toggle and the backward / zero_grad buttons. */
 function mountAccumulation({ model, root, listen }) {
   const box = el("div", "gw-jac-acc", root);
-  const label = document.createElement("label");
-  label.className = "gw-jac-acc-toggle";
-  const check = document.createElement("input");
-  check.type = "checkbox";
-  check.className = "gw-jac-accumulate";
+  const label = el("label", "gw-jac-acc-toggle", box);
+  const check = el("input", { type: "checkbox", class: "gw-jac-accumulate" });
   label.append(check, " accumulate: each change of v calls backward twice, without zero_grad");
-  box.appendChild(label);
   check.addEventListener("change", () => {
     model.set("accumulate", check.checked);
     model.save_changes();
@@ -131,12 +129,8 @@ function mountAccumulation({ model, root, listen }) {
     ["backward(v)", "backward"],
     ["zero_grad", "zero_grad"],
   ]) {
-    const b = document.createElement("button");
-    b.type = "button";
-    b.className = `gw-jac-button gw-jac-${event}`;
-    b.textContent = text;
+    const b = el("button", { type: "button", class: `gw-jac-button gw-jac-${event}` }, box, text);
     b.addEventListener("click", () => model.send({ event }));
-    box.appendChild(b);
   }
 }
 
@@ -151,7 +145,7 @@ export default {
       unlisten.push(() => model.off(event, fn));
     };
     const axes = axesOf(model);
-    const tooltip = makeTooltip(root);
+    const tooltip = makeTooltip(root, "gw-jac-tip");
     mountHeader({ model, root, axes });
     const shape = shapeText(model.get("out_shape"));
     const plot = el("div", "gw-jac-plot", root);

@@ -66,16 +66,3 @@ export function axesOf(model) {
     },
   };
 }
-
-/**
- * Format a number compactly (4 significant digits, exponent for tiny/huge).
- * @param {number} v
- * @returns {string}
- */
-export function fmt(v) {
-  if (!Number.isFinite(v)) return String(v);
-  if (v === 0) return "0";
-  const a = Math.abs(v);
-  if (a >= 1e4 || a < 1e-3) return v.toExponential(2);
-  return String(Number(v.toPrecision(4)));
-}

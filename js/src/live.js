@@ -1,63 +1,16 @@
 // Live gradients: decodes the stats updates, colors the graph's nodes by gradient norm
 // (restyle only, no re-layout), shows the legend and the lint, and feeds the detail panel
-// and the gradient-flow plot. The wire format mirrors gradwidget/_wire.py encode_stats.
+// and the gradient-flow plot. The updates are decoded by wire.js decodeStats.
 import { mountDetail } from "./detail.js";
-import { fmt, mountFlow } from "./grad_plots.js";
+import { mountFlow } from "./grad_plots.js";
 import { el } from "./dom.js";
-import { nodeTable } from "./wire.js";
+import { formatStat } from "./format.js";
+import { decodeStats, nodeTable } from "./wire.js";
 
-/** Per-node float32 columns, in the order of _wire.STAT_COLUMNS. */
-export const STAT_COLUMNS = ["norm", "mean", "std", "min", "max", "absmean", "nonfinite", "numel"];
-export const HIST_BINS = 32;
 /** Norm samples kept per node for the sparkline. */
 export const HISTORY = 240;
 
-/**
- * @typedef {{row: number, norm: number, mean: number, std: number, min: number, max: number,
- *   absmean: number, nonfinite: number, numel: number, hist: Float32Array,
- *   values: Float32Array|null, data: Float32Array|null}} NodeStats
- */
-
-/**
- * Decode one binary stats update (see _wire.encode_stats for the layout).
- * @param {DataView|ArrayBuffer} view
- * @returns {{step: number, rows: NodeStats[]}}
- */
-export function decodeStats(view) {
-  const src = view instanceof ArrayBuffer ? new Uint8Array(view) : new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
-  if (src.byteLength < 16) return { step: 0, rows: [] };
-  const buf = src.slice().buffer; // aligned copy: typed-array views need 4-byte offsets
-  const magic = String.fromCharCode(...new Uint8Array(buf, 0, 4));
-  if (magic !== "GWS1") throw new Error("not a gradwidget stats update");
-  const [n, step, nvals] = new Uint32Array(buf, 4, 3);
-  const ncol = STAT_COLUMNS.length;
-  let off = 16;
-  const take = (Type, count) => {
-    const arr = new Type(buf, off, count);
-    off += 4 * count;
-    return arr;
-  };
-  const idx = take(Int32Array, n);
-  const scal = take(Float32Array, n * ncol);
-  const hist = take(Float32Array, n * HIST_BINS);
-  const glen = take(Uint32Array, n);
-  const dlen = take(Uint32Array, n);
-  const vals = take(Float32Array, nvals);
-  const rows = [];
-  let pos = 0;
-  for (let r = 0; r < n; r++) {
-    /** @type {any} */
-    const row = { row: idx[r] };
-    STAT_COLUMNS.forEach((c, k) => (row[c] = scal[r * ncol + k]));
-    row.hist = hist.subarray(r * HIST_BINS, (r + 1) * HIST_BINS);
-    row.values = glen[r] ? vals.subarray(pos, pos + glen[r]) : null;
-    pos += glen[r];
-    row.data = dlen[r] ? vals.subarray(pos, pos + dlen[r]) : null;
-    pos += dlen[r];
-    rows.push(row);
-  }
-  return { step, rows };
-}
+/** @typedef {import("./wire.js").NodeStats} NodeStats */
 
 // ---- colors -----------------------------------------------------------------------------
 // Viridis (perceptually uniform, colorblind-safe), 9 stops from matplotlib's table.
@@ -204,8 +157,8 @@ function mountLegend(ctx) {
     el: legend,
     update(domain, nonfinite) {
       legend.hidden = false;
-      lo.textContent = domain ? fmt(10 ** domain[0]) : "–";
-      hi.textContent = domain ? fmt(10 ** domain[1]) : "–";
+      lo.textContent = domain ? formatStat(10 ** domain[0]) : "–";
+      hi.textContent = domain ? formatStat(10 ** domain[1]) : "–";
       nan.hidden = nonfinite === 0;
     },
   };

@@ -1,5 +1,5 @@
 // The loader widget: decompresses and compiles WASM Graphviz, and imports the graph
-// front-end (widget.js + widget.css), once per page each.
+// front-end (widget.js + widget.css) with the kernel's shared constants, once per page each.
 // initialize() must return quickly (anywidget awaits it), so it hands back promises inside
 // an object; graph widgets await `exports.viz` / `exports.frontend` via host.getWidget().
 
@@ -104,7 +104,9 @@ async function startWorker(source) {
 }
 
 /**
- * The graph front-end module; its stylesheet is added to the page once.
+ * The graph front-end module, handed the kernel's shared constants (the loader's
+ * `constants` trait, gradwidget/_constants.py frontend(); part of `digest`); its stylesheet
+ * is added to the page once.
  * @param {any} model the loader's model
  * @param {string} digest
  * @returns {Promise<any>} the module namespace of static/widget.js
@@ -121,7 +123,9 @@ async function loadFrontend(model, digest) {
     style.textContent = css;
     document.head.appendChild(style);
   }
-  return importText(code);
+  const mod = await importText(code);
+  mod.setConstants(model.get("constants"));
+  return mod;
 }
 
 /**

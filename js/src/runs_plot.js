@@ -5,7 +5,7 @@
 import { hidpiContext as prepare } from "./canvas.js";
 import { el } from "./dom.js";
 import { float32 } from "./wire.js";
-import { formatLr } from "./controls.js";
+import { formatLr, formatTick } from "./format.js";
 
 const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#7F7F7F", "#000000"];
 const MAX_LEGEND = 12;
@@ -32,14 +32,6 @@ function scale(lo, hi, a, b, log) {
   return (v) => a + ((f(v) - l) / span) * (b - a);
 }
 
-/** @param {number} v */
-function fmt(v) {
-  if (!Number.isFinite(v)) return String(v);
-  const a = Math.abs(v);
-  if (a !== 0 && (a < 1e-3 || a >= 1e4)) return v.toExponential(1);
-  return String(Number(v.toPrecision(3)));
-}
-
 function cssVar(el, name, fallback) {
   return getComputedStyle(el).getPropertyValue(name).trim() || fallback;
 }
@@ -48,7 +40,7 @@ function cssVar(el, name, fallback) {
  * Draw an axis frame with min/max labels.
  * @param {CanvasRenderingContext2D} g
  */
-function frame(g, box, ylo, yhi, xlo, xhi, muted, xfmt = fmt) {
+function frame(g, box, ylo, yhi, xlo, xhi, muted, xfmt = formatTick) {
   g.strokeStyle = muted;
   g.globalAlpha = 0.5;
   g.lineWidth = 1;
@@ -57,14 +49,27 @@ function frame(g, box, ylo, yhi, xlo, xhi, muted, xfmt = fmt) {
   g.fillStyle = muted;
   g.textAlign = "right";
   g.textBaseline = "top";
-  g.fillText(fmt(yhi), box.x0 - 3, box.y0);
+  g.fillText(formatTick(yhi), box.x0 - 3, box.y0);
   g.textBaseline = "bottom";
-  g.fillText(fmt(ylo), box.x0 - 3, box.y1);
+  g.fillText(formatTick(ylo), box.x0 - 3, box.y1);
   g.textBaseline = "top";
   g.textAlign = "left";
   g.fillText(xfmt(xlo), box.x0, box.y1 + 2);
   g.textAlign = "right";
   g.fillText(xfmt(xhi), box.x1, box.y1 + 2);
+}
+
+/**
+ * A plot's title in the top left corner of its frame.
+ * @param {CanvasRenderingContext2D} g
+ */
+function caption(g, box, text, color) {
+  g.globalAlpha = 1;
+  g.setLineDash([]);
+  g.fillStyle = color;
+  g.textAlign = "left";
+  g.textBaseline = "top";
+  g.fillText(text, box.x0 + 4, box.y0 + 2);
 }
 
 /**
@@ -184,12 +189,7 @@ export function mountRunsPlot({ model, ctx }) {
       }
     }
     g.restore();
-    g.globalAlpha = 1;
-    g.setLineDash([]);
-    g.fillStyle = muted;
-    g.textAlign = "left";
-    g.textBaseline = "top";
-    g.fillText(log ? "loss (log)" : "loss", bx.x0 + 4, bx.y0 + 2);
+    caption(g, bx, log ? "loss (log)" : "loss", muted);
 
     // -- lr per step: the current run's actual lrs, and the planned schedule dashed --
     const LH = 64;
@@ -222,12 +222,7 @@ export function mountRunsPlot({ model, ctx }) {
     };
     line(preview, muted, [3, 3], 0.8);
     line(cur, runColor(current), [], 1);
-    lg.globalAlpha = 1;
-    lg.setLineDash([]);
-    lg.fillStyle = muted;
-    lg.textAlign = "left";
-    lg.textBaseline = "top";
-    lg.fillText(`lr per step (${model.get("schedule")}; dashed: planned)`, lb.x0 + 4, lb.y0 + 2);
+    caption(lg, lb, `lr per step (${model.get("schedule")}; dashed: planned)`, muted);
   }
 
   function drawLegend(runs) {
@@ -238,7 +233,7 @@ export function mountRunsPlot({ model, ctx }) {
       const item = el("div", `gw-run gw-run-${r.status}${r.id === current ? " gw-run-current" : ""}`);
       item.dataset.run = String(r.id);
       el("span", "gw-swatch", item).style.background = runColor(r.id);
-      const final = r.final_loss == null ? "–" : typeof r.final_loss === "number" ? fmt(r.final_loss) : r.final_loss;
+      const final = r.final_loss == null ? "–" : typeof r.final_loss === "number" ? formatTick(r.final_loss) : r.final_loss;
       const sched = r.schedule && r.schedule !== "constant" ? ` · ${r.schedule}` : "";
       el("span", "", item, `#${r.id} lr ${formatLr(r.lr)} · ${r.optimizer}${sched} · final loss ${final} · ${r.status}`);
       if (r.error) el("span", "gw-run-error", item, r.error);
@@ -290,10 +285,7 @@ export function mountRunsPlot({ model, ctx }) {
       g.stroke();
     }
     g.restore();
-    g.fillStyle = muted;
-    g.textAlign = "left";
-    g.textBaseline = "top";
-    g.fillText("lr range test: loss vs lr (log)", bx.x0 + 4, bx.y0 + 2);
+    caption(g, bx, "lr range test: loss vs lr (log)", muted);
     findText.replaceChildren();
     if (s) {
       findText.append(`suggested lr ≈ ${formatLr(s)} (steepest descent of the smoothed loss) `);

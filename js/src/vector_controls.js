@@ -1,6 +1,6 @@
 // Editing v (the vector in vᵀJ): presets, one slider + number box per output, free text.
 import { el } from "./dom.js";
-import { fmt } from "./jacobian_axes.js";
+import { formatValue } from "./format.js";
 
 const SLIDER_LIMIT = 2;
 const SAVE_EVERY_MS = 60;
@@ -79,14 +79,9 @@ export function mountVector({ model, el: parent, axes, listen }) {
     for (let i = 0; i < m; i++) {
       const row = el("label", "gw-jac-slider-row", list);
       el("span", "gw-jac-slider-label", row, axes.rowLabel(i));
-      const range = el("input", "gw-jac-slider", row);
-      range.type = "range";
-      range.step = "0.01";
-      range.dataset.index = String(i);
-      const num = el("input", "gw-jac-num", row);
-      num.type = "number";
-      num.step = "any";
-      num.dataset.index = String(i);
+      const index = { index: String(i) };
+      const range = el("input", { class: "gw-jac-slider", type: "range", step: "0.01", dataset: index }, row);
+      const num = el("input", { class: "gw-jac-num", type: "number", step: "any", dataset: index }, row);
       const current = () => model.get("v").slice();
       range.addEventListener("input", () => {
         const v = current();
@@ -140,7 +135,7 @@ export function mountVector({ model, el: parent, axes, listen }) {
       if (document.activeElement !== num) num.value = String(v[i]);
     });
     if (document.activeElement !== text) {
-      text.value = m <= TEXT_LIMIT ? v.map(fmt).join(", ") : "";
+      text.value = m <= TEXT_LIMIT ? v.map(formatValue).join(", ") : "";
     }
   }
   listen("change:v", () => sync(model.get("v")));

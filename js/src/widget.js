@@ -44,6 +44,10 @@ import { mountControls } from "./controls.js";
 import { mountRunsPlot } from "./runs_plot.js";
 import { nodeTable } from "./wire.js";
 import { el as h } from "./dom.js";
+import { formatBytes } from "./format.js";
+
+// The loader hands the kernel's shared constants over before any view renders (loader.js).
+export { setConstants } from "./shared.js";
 
 /**
  * The per-view context object documented above (the graph view fills in the restyle API).
@@ -100,18 +104,6 @@ function createContext(model, host, root) {
   };
 }
 
-/** @param {number} n */
-export function formatBytes(n) {
-  const units = ["B", "KB", "MB", "GB"];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u += 1;
-  }
-  return u === 0 ? `${v} B` : `${v.toFixed(1)} ${units[u]}`;
-}
-
 function mountHeader({ model, el, ctx }) {
   const header = h("div", "gw-header");
   const summary = h("span", "gw-summary", header);
@@ -152,9 +144,9 @@ export default {
     body.appendChild(ctx.panels.side);
     el.appendChild(ctx.panels.bottom);
     // Other views mount here: mountX({ model, host, el, ctx }) returning a cleanup.
-    cleanups.push(mountLive({ model, host, el, ctx })); // live gradients (issue 4)
-    cleanups.push(mountControls({ model, host, el, ctx })); // training controls (issue 5)
-    cleanups.push(mountRunsPlot({ model, host, el, ctx })); // run history plots (issue 5)
+    cleanups.push(mountLive({ model, host, el, ctx })); // live gradients
+    cleanups.push(mountControls({ model, host, el, ctx })); // training controls
+    cleanups.push(mountRunsPlot({ model, host, el, ctx })); // run history plots
     return () => cleanups.forEach((fn) => fn());
   },
 };

@@ -1,6 +1,7 @@
-// Decoding of what gradwidget/_wire.py sends: binary arrays (float32_array) and packed JSON
-// (pack_json: the node/module tables and the DOT).
+// Decoding of what gradwidget/_wire.py sends: binary arrays (float32_array), packed JSON
+// (pack_json: the node/module tables and the DOT) and live-gradient stats (encode_stats).
 import { unzlibSync } from "fflate";
+import { constants } from "./shared.js";
 
 /**
  * @typedef {{shape: number[], dtype: string, data: DataView|ArrayBuffer}} WireArray
@@ -74,4 +75,58 @@ export function moduleTable(model) {
  */
 export function dotText(model) {
   return unpack(model.get("dot")) || "";
+}
+
+// ---- live-gradient stats (gradwidget/_wire.py encode_stats) ---------------------------------
+const STATS_MAGIC = "GWS1";
+
+/**
+ * @typedef {{row: number, norm: number, mean: number, std: number, min: number, max: number,
+ *   absmean: number, nonfinite: number, numel: number, hist: Float32Array,
+ *   values: Float32Array|null, data: Float32Array|null}} NodeStats
+ */
+
+/**
+ * Decode one binary stats update (see `_wire.encode_stats` for the layout). The per-node
+ * columns and the histogram length are the kernel's (`_constants.STAT_COLUMNS`,
+ * `HIST_BINS`), sent once through the loader widget.
+ * @param {DataView|ArrayBuffer} view
+ * @param {{stat_columns: string[], hist_bins: number}} [layout]
+ * @returns {{step: number, rows: NodeStats[]}}
+ */
+export function decodeStats(view, layout = constants()) {
+  const { stat_columns: columns, hist_bins: bins } = layout;
+  const src = view instanceof ArrayBuffer ? new Uint8Array(view) : new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+  if (src.byteLength < 16) return { step: 0, rows: [] };
+  const buf = src.slice().buffer; // aligned copy: typed-array views need 4-byte offsets
+  const magic = String.fromCharCode(...new Uint8Array(buf, 0, 4));
+  if (magic !== STATS_MAGIC) throw new Error("not a gradwidget stats update");
+  const [n, step, nvals] = new Uint32Array(buf, 4, 3);
+  const ncol = columns.length;
+  let off = 16;
+  const take = (Type, count) => {
+    const arr = new Type(buf, off, count);
+    off += 4 * count;
+    return arr;
+  };
+  const idx = take(Int32Array, n);
+  const scal = take(Float32Array, n * ncol);
+  const hist = take(Float32Array, n * bins);
+  const glen = take(Uint32Array, n);
+  const dlen = take(Uint32Array, n);
+  const vals = take(Float32Array, nvals);
+  const rows = [];
+  let pos = 0;
+  for (let r = 0; r < n; r++) {
+    /** @type {any} */
+    const row = { row: idx[r] };
+    columns.forEach((c, k) => (row[c] = scal[r * ncol + k]));
+    row.hist = hist.subarray(r * bins, (r + 1) * bins);
+    row.values = glen[r] ? vals.subarray(pos, pos + glen[r]) : null;
+    pos += glen[r];
+    row.data = dlen[r] ? vals.subarray(pos, pos + dlen[r]) : null;
+    pos += dlen[r];
+    rows.push(row);
+  }
+  return { step, rows };
 }
