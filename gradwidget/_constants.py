@@ -16,7 +16,19 @@ STATIC = Path(__file__).parent / "static"
 #: Histogram bins per gradient tensor (statistics and their wire format).
 HIST_BINS = 32
 #: Per-node float32 columns of a stats update on the wire, in this order (then HIST_BINS counts).
-STAT_COLUMNS = ("norm", "mean", "std", "min", "max", "absmean", "nonfinite", "numel")
+#: A statistic a sample did not compute (an intermediate's mean at the norm-only level, the
+#: update ratio of a node that is not a parameter) is NaN.
+STAT_COLUMNS = (
+    "norm",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "absmean",
+    "nonfinite",
+    "numel",
+    "update_ratio",
+)
 #: Views with more visible boxes than this are not laid out (the tab would freeze).
 MAX_VISIBLE_NODES = 20_000
 #: Views with more boxes than this are laid out in a Web Worker, with a "laying out" status.

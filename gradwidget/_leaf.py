@@ -83,7 +83,7 @@ class LeafTier:
         params = [p for p in t.all_leaves() if p.grad is not None]
         grads = [p.grad for p in params]
         stats = tensor_stats(grads, level) if grads else []
-        norms = to_host([torch.linalg.vector_norm(p.detach().float()) for p in params])
+        norms = to_host(list(torch._foreach_norm([p.detach() for p in params]))) if params else []
         out: dict[str, dict[str, Any]] = {}
         for p, g, s, wn in zip(params, grads, stats, norms, strict=True):
             nid = t.leaf_id(p)
@@ -124,7 +124,11 @@ class LeafTier:
         gap = every
         if every > 0 and max_overhead < 1:
             gap = max(every, self.cost / max_overhead)
-        self.next = now + gap
+        # A fixed-rate grid, not "now + gap": with steps longer than half the period, a
+        # sample at the first step after each due time keeps the average at 1 / gap (steps
+        # of 165 ms would otherwise give 3 Hz for 5 Hz asked). After a pause, start afresh.
+        on_grid = math.isfinite(self.next) and now - self.next < gap
+        self.next = (self.next if on_grid else now) + gap
 
     def share(self) -> float:
         """Share of the time this tier costs at its current rate."""

@@ -158,6 +158,7 @@ def encode_stats(stats: dict[str, dict[str, Any]], step: int) -> bytes:
                                 -1, a tensor the graph does not draw: skipped)
         f32[n, len(STAT_COLUMNS)]
         f32[n, 32]              histogram counts over [min, max] of the finite values
+                                (all NaN: not computed this sample, keep the last one)
         u32[n] grad_len  u32[n] data_len     (0 unless the tensor has <= 64 elements)
         f32[n_values]           grad values then data values, node by node
 
@@ -175,8 +176,8 @@ def encode_stats(stats: dict[str, dict[str, Any]], step: int) -> bytes:
     # Statistics beyond float32's range (an exploding run) are sent as ±inf, on purpose.
     with np.errstate(over="ignore"):
         for r, (_, s) in enumerate(rows):
-            scal[r] = [s[c] for c in STAT_COLUMNS]
-            hist[r] = s["hist"]
+            scal[r] = [s.get(c, math.nan) for c in STAT_COLUMNS]
+            hist[r] = s["hist"] if s.get("hist") is not None else math.nan
             g = s.get("values") or []
             d = s.get("data") or []
             glen[r], dlen[r] = len(g), len(d)
@@ -197,7 +198,7 @@ def encode_stats(stats: dict[str, dict[str, Any]], step: int) -> bytes:
 
 
 def decode_stats(buf: bytes) -> dict[str, Any]:
-    """Inverse of :func:`encode_stats` (the browser has its own copy in js/src/live.js)."""
+    """Inverse of :func:`encode_stats` (the browser has its own in js/src/wire.js)."""
     if buf[:4] != STATS_MAGIC:
         raise ValueError("Not a gradwidget stats update.")
     n, step, nvals = np.frombuffer(buf, dtype="<u4", count=3, offset=4).tolist()

@@ -39,6 +39,7 @@ def _node(index: int, norm: float, *, hist: float = 0.0, **extra: Any) -> dict[s
         "absmean": 0.75,
         "nonfinite": 0.0,
         "numel": 16.0,
+        "update_ratio": 1e-3,  # the measured ||dw|| / ||w|| of a parameter
         "hist": _hist(hist),
     }
     stats.update(extra)
