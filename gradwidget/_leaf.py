@@ -19,6 +19,12 @@ import torch
 from ._stats import SMALL, tensor_stats, to_host
 from ._targets import Targets
 
+#: Share of the overhead budget the parameter tier's norm samples may take, and its full
+#: samples (histograms, exact moments, update ratios; the intermediates get the rest).
+LEAF_SHARE = 0.6
+FULL_SHARE = 0.1
+#: Minimum seconds between two full samples of the parameters.
+FULL_EVERY = 1.0
 #: Update-to-weight ratios are measured (a copy of the weights before the step) up to this
 #: many parameter elements; bigger models get no ratio rather than a doubled footprint.
 MAX_UPDATE_COPY = 50_000_000
@@ -48,7 +54,11 @@ class LeafTier:
         self.force = True
         self.samples = 0
         self.times: collections.deque[float] = collections.deque(maxlen=64)
+        self.full_force = True  # the next sample is a full one (first step, last step)
+        self.full_next = -math.inf  # perf_counter of the next due full sample
+        self.full_cost = 0.0
         self.cost = 0.0  # CPU seconds of the last sample
+        self.recent: list[float] = []  # costs of the last samples
         self.cpu_seconds = 0.0
         #: Statistics read just before ``clip_grad_norm_`` this step, and what it did.
         self.preclip: dict[str, dict[str, Any]] | None = None
@@ -77,19 +87,27 @@ class LeafTier:
         ids = self._param_ids
         return any(id(p) in ids for p in params)
 
-    def read(self, level: str) -> dict[str, dict[str, Any]]:
-        """Statistics of every watched parameter's ``.grad`` now, by node id."""
+    def read(self, level: str, detail: frozenset | set = frozenset()) -> dict[str, dict[str, Any]]:
+        """Statistics of every watched parameter's ``.grad`` now, by node id; the nodes in
+        ``detail`` (the one the user looks at) get full statistics whatever ``level``."""
         t = self.targets
         params = [p for p in t.all_leaves() if p.grad is not None]
         grads = [p.grad for p in params]
         stats = tensor_stats(grads, level) if grads else []
-        norms = to_host(list(torch._foreach_norm([p.detach() for p in params]))) if params else []
+        if level != "full" and detail:
+            picked = [i for i, p in enumerate(params) if t.leaf_id(p) in detail]
+            for i, s in zip(picked, tensor_stats([grads[i] for i in picked]), strict=True):
+                stats[i] = s
+        # Weight norms (for the vanishing/exploding lint) change slowly: full samples only.
+        weights = [p.detach() for p in params] if level == "full" else []
+        norms = to_host(list(torch._foreach_norm(weights))) if weights else [None] * len(params)
         out: dict[str, dict[str, Any]] = {}
         for p, g, s, wn in zip(params, grads, stats, norms, strict=True):
             nid = t.leaf_id(p)
             s.update(t.describe(nid, g))
             s["data"] = p.detach().reshape(-1).tolist() if p.numel() <= SMALL else None
-            s["weight_norm"] = wn
+            if wn is not None:
+                s["weight_norm"] = wn
             out[nid] = s
         return out
 
@@ -113,7 +131,7 @@ class LeafTier:
         self.scale = scale
         return scale
 
-    def done(self, cpu0: float, every: float, max_overhead: float) -> None:
+    def done(self, cpu0: float, every: float, max_overhead: float, full: bool = False) -> None:
         """Account for a sample that began at thread CPU ``cpu0``; schedule the next."""
         now = time.perf_counter()
         self.cost = time.thread_time() - cpu0
@@ -121,9 +139,27 @@ class LeafTier:
         self.samples += 1
         self.times.append(now)
         self.force = False
+        if full:
+            # Histograms, exact moments, weight norms and update ratios of every parameter:
+            # at most every FULL_EVERY seconds, and within FULL_SHARE of the budget.
+            self.full_force = False
+            self.full_cost = self.cost
+            gap = FULL_EVERY
+            if every > 0 and max_overhead < 1:
+                gap = max(FULL_EVERY, self.cost / (FULL_SHARE * max_overhead))
+            self.full_next = now + gap
+            if self.recent:  # a full sample's cost says nothing of the norm samples'
+                self.next = now + max(every, min(self.recent) / (LEAF_SHARE * max_overhead))
+            else:
+                self.next = now + every
+            return
         gap = every
         if every > 0 and max_overhead < 1:
-            gap = max(every, self.cost / max_overhead)
+            # The smallest recent cost: a full sample (histograms, update ratio, ~1 Hz)
+            # must not slow the 5 Hz ones. At most LEAF_SHARE of the budget: the rest
+            # is the intermediates'.
+            self.recent = [*self.recent[-4:], self.cost]
+            gap = max(every, min(self.recent) / (LEAF_SHARE * max_overhead))
         # A fixed-rate grid, not "now + gap": with steps longer than half the period, a
         # sample at the first step after each due time keeps the average at 1 / gap (steps
         # of 165 ms would otherwise give 3 Hz for 5 Hz asked). After a pause, start afresh.
@@ -131,9 +167,11 @@ class LeafTier:
         self.next = (self.next if on_grid else now) + gap
 
     def share(self) -> float:
-        """Share of the time this tier costs at its current rate."""
+        """Share of the time this tier costs at its current rates (norm and full samples)."""
         rate = rate_of(self.times)
-        return self.cost * rate if rate else 0.0
+        norm = min(self.recent) * rate if rate and self.recent else 0.0
+        full = self.full_cost / max(self.full_next - time.perf_counter(), FULL_EVERY)
+        return norm + min(full, FULL_SHARE)
 
 
 class UpdateRatio:

@@ -83,6 +83,7 @@ class LiveGradients(traitlets.HasTraits):
         )
         self.unwatch()  # only once the new one is valid: bad input leaves the old one
         watcher.on_remove = self._on_unwatched
+        watcher.detail = {self.selected} if getattr(self, "selected", "") else set()
         self._watcher = watcher
         self.grad_watch = {
             "watching": True,
@@ -125,6 +126,13 @@ class LiveGradients(traitlets.HasTraits):
     def lints(self) -> list[dict]:
         """Current gradient warnings (code, severity, node, name, message, advice)."""
         return list(self.grad_lint)
+
+    @traitlets.observe("selected")
+    def _on_selected(self, change: dict) -> None:
+        # The selected node's detail panel shows its histogram: compute it at every sample.
+        watcher = getattr(self, "_watcher", None)
+        if watcher is not None:
+            watcher.detail = {change["new"]} if change["new"] else set()
 
     def _on_unwatched(self, watcher: Watcher) -> None:
         if watcher is getattr(self, "_watcher", None):

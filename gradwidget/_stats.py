@@ -104,9 +104,10 @@ def tensor_stats(tensors: list[torch.Tensor], level: str = "full") -> list[dict[
     ``numel`` and ``values`` (a flat list when the tensor has at most 64 elements, else
     None). NaN/Inf (seen as a non-finite sum) costs a second pass over that tensor only.
 
-    ``level="moments"`` leaves out the histogram (``hist`` is None); ``level="norm"``
-    computes only ``norm`` and ``nonfinite`` (one fused reduction for all tensors; the
-    other statistics are NaN, ``hist`` None): what the live colors need.
+    ``level="moments"`` computes only ``norm``, ``absmean`` and ``nonfinite`` (two fused
+    reductions for all tensors), ``level="norm"`` only ``norm`` and ``nonfinite`` (one): what
+    the live colors need at 5 Hz. The other statistics are then NaN and ``hist`` None;
+    :data:`COMPUTED` says which are real, and ``level`` is in every result.
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}; got {level!r}.")
@@ -124,14 +125,14 @@ def tensor_stats(tensors: list[torch.Tensor], level: str = "full") -> list[dict[
         flat[i] = _as_float(tensors[i])
     rows: list[Any] = [[math.nan] * 6 for _ in flat]
     filled = [i for i in own if flat[i].numel()]
-    reduce = {"norm": _norm_only, "moments": _fast_moments, "full": _moments}[level]
+    reduce = {"norm": _norm_only, "moments": _norm_pair, "full": _moments}[level]
     for i, row in zip(filled, reduce([flat[i] for i in filled]), strict=True):
         rows[i] = row
     nonfinite = [0] * len(flat)
     for i in filled:
         x = flat[i]
-        # Norm-only rows carry NaN by design: look at the norm alone there.
-        checked = rows[i][2:3] if level == "norm" else rows[i]
+        # Norm-level rows carry NaN by design: look at the norms alone there.
+        checked = {"norm": rows[i][2:3], "moments": rows[i][2:4]}.get(level, rows[i])
         if not all(math.isfinite(v) for v in checked):
             fin = x[torch.isfinite(x)]
             nonfinite[i] = x.numel() - fin.numel()
@@ -170,8 +171,29 @@ def tensor_stats(tensors: list[torch.Tensor], level: str = "full") -> list[dict[
     return out
 
 
-def _fast_moments(xs: list[torch.Tensor]) -> list[list[float]]:
-    return _moments(xs, exact=False)
+def _norm_pair(xs: list[torch.Tensor]) -> list[list[float]]:
+    """Per flat tensor ``[nan, nan, L2, L1, nan, nan]``: two fused float32 reductions."""
+    by_dev: dict[torch.device, list[int]] = {}
+    for i, x in enumerate(xs):
+        by_dev.setdefault(x.device, []).append(i)
+    out: list[list[float]] = [[] for _ in xs]
+    nan = math.nan
+    for idx in by_dev.values():
+        group = [xs[i] for i in idx]
+        cols = torch.stack(
+            [torch.stack(_norms(group, 2, None)), torch.stack(_norms(group, 1, None))]
+        )
+        for i, (l2, l1) in zip(idx, cols.double().T.tolist(), strict=True):
+            out[i] = [nan, nan, l2, l1, nan, nan]
+    return out
+
+
+#: The statistics each level computes (the others are NaN / None: keep earlier values).
+COMPUTED = {
+    "full": frozenset(("norm", "mean", "std", "min", "max", "absmean", "hist", "nonfinite")),
+    "moments": frozenset(("norm", "absmean", "nonfinite")),
+    "norm": frozenset(("norm", "nonfinite")),
+}
 
 
 def _norm_only(xs: list[torch.Tensor]) -> list[list[float]]:

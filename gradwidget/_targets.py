@@ -34,6 +34,7 @@ class Targets:
         #: The module runs compiled (``torch.compile(m)`` or ``m.compile()``): its forward
         #: must not be hooked, and its autograd graph does not match the eager one drawn.
         self.compiled = False
+        self._params: list[torch.Tensor] | None = None
         self._resolve(target, names)
         #: Leaf tensor id -> node id, by parameter/variable name (robust to re-ordering).
         by_name = {n.name: n.id for n in graph.nodes if n.kind == "leaf" and n.name}
@@ -89,8 +90,16 @@ class Targets:
     def all_leaves(self) -> list[torch.Tensor]:
         """The tensors whose ``.grad`` a sample reads: trainable parameters, or the leaves."""
         if self.module is not None:
-            return [p for p in self.module.parameters() if p.requires_grad]
+            # Walking a big model's module tree costs ~1 ms: keep its parameter list (runs
+            # call refresh(); requires_grad is read each time, so freezing shows at once).
+            if self._params is None:
+                self._params = list(self.module.parameters())
+            return [p for p in self._params if p.requires_grad]
         return list(self.leaves)
+
+    def refresh(self) -> None:
+        """Look the module's parameters up again (a run starts: the model may have grown)."""
+        self._params = None
 
     def leaf_id(self, t: torch.Tensor) -> str:
         """The node id statistics of leaf ``t`` go under."""

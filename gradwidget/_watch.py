@@ -43,6 +43,7 @@ from ._leaf import LeafTier, rate_of
 from ._optier import OpTier
 from ._probe import AccumulationProbe
 from ._registry import claim, release
+from ._stats import COMPUTED
 from ._steps import distributed
 from ._targets import Targets
 from ._watch_backward import AtForwardBackward
@@ -125,6 +126,9 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         self._trend = _lint.TrendLint(self.lint_config)
         self._op_times: collections.deque[float] = collections.deque(maxlen=64)
         self._cpu_start: float | None = None  # training thread's CPU at its first hook
+        #: Node ids whose full statistics (histogram, moments) every sample computes: the
+        #: node the user looks at (the widget sets its selection here); others get norms.
+        self.detail: set[str] = set()
         self.latest: dict[str, dict[str, Any]] = {}
         self.lints: list[dict] = []
         self.steps = 0  # forwards seen through the gate (module) / backwards (tensors)
@@ -282,6 +286,7 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
     # ---- run protocol (for the training runner) ----------------------------------------
     def begin_run(self) -> None:
         """A run starts: sample its first step, forget lints of earlier runs."""
+        self._targets.refresh()
         self.sample_next()
         self._probe.reset()
         self._trend = _lint.TrendLint(self.lint_config)
@@ -290,7 +295,7 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         """Sample the next step whatever the clock says."""
         self._force = True
         if self._leaf is not None:
-            self._leaf.force = True
+            self._leaf.force = self._leaf.full_force = True
         self.open_gate()
 
     def end_run(self) -> None:
@@ -335,6 +340,17 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         params: dict[str, torch.Tensor] | None = None,
         probe: bool = True,
     ) -> None:
+        for nid, s in new.items():
+            # A cheaper level keeps the statistics it did not compute from earlier samples.
+            old = self.latest.get(nid)
+            computed = COMPUTED.get(s.get("level", "full"), COMPUTED["full"])
+            if old is not None and len(computed) < len(COMPUTED["full"]):
+                for key in COMPUTED["full"] - computed:
+                    if key in old:
+                        s[key] = old[key]
+                for key in ("update_ratio", "weight_norm"):
+                    if key in old and key not in s:
+                        s[key] = old[key]
         self.latest.update(new)
         self.samples += 1
         lints = _lint.nonfinite(new)

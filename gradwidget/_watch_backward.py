@@ -32,6 +32,7 @@ class AtForwardBackward:
     _op_times: Any
     every: float
     max_overhead: float
+    detail: set
     module: Any
     leaves: list
     due_at: float
@@ -135,7 +136,12 @@ class AtForwardBackward:
         level = "full" if self.every == 0 else "norm"
         local = distributed()
         ops: dict[str, dict[str, Any]] = {}
-        for nid, s in zip(ids, tensor_stats([op.grads[i] for i in ids], level), strict=True):
+        computed = tensor_stats([op.grads[i] for i in ids], level)
+        if level != "full" and self.detail:  # the node the user looks at: full statistics
+            picked = [k for k, nid in enumerate(ids) if nid in self.detail]
+            for k, s in zip(picked, tensor_stats([op.grads[ids[k]] for k in picked]), strict=True):
+                computed[k] = s
+        for nid, s in zip(ids, computed, strict=True):
             s.update(self._targets.describe(nid, op.grads[nid]))
             data = op.data.get(nid)
             s["data"] = (

@@ -33,6 +33,7 @@ class AtOptimizerStep:
     _cpu_start: float | None
     every: float
     max_overhead: float
+    detail: set
 
     # ---- the leaf tier: optimizer steps and clipping (called by _optstep) ---------------
     def before_clip(self, params: list[torch.Tensor], max_norm: float, total: Any) -> None:
@@ -42,7 +43,7 @@ class AtOptimizerStep:
             due = leaf is not None and self._active and leaf.due(time.perf_counter())
             if due and leaf.covers(params):
                 full = self._held is not None or not self.every
-                leaf.preclip = leaf.read("full" if full else "moments")
+                leaf.preclip = leaf.read("full" if full else "norm")
                 norm, limit = float(total), float(max_norm)
                 leaf.clip = {"total_norm": norm, "max_norm": limit, "clipped": norm > limit}
         except Exception as err:
@@ -72,10 +73,10 @@ class AtOptimizerStep:
         assert leaf is not None
         held, self._held = self._held, None
         ops = held["ops"] if held is not None and held["steps"] == leaf.opt_steps - 1 else {}
-        full = bool(ops) or self.every == 0
-        stats = (
-            leaf.preclip if leaf.preclip is not None else leaf.read("full" if full else "moments")
-        )
+        now = time.perf_counter()
+        full = self.every == 0 or leaf.full_force or now >= leaf.full_next
+        level = "full" if full else "norm"
+        stats = leaf.preclip if leaf.preclip is not None else leaf.read(level, self.detail)
         clip, leaf.preclip, leaf.clip = leaf.clip, None, None
         for s in stats.values():
             if clip is not None:
@@ -100,8 +101,11 @@ class AtOptimizerStep:
             for nid, p in ((self._targets.leaf_id(p), p) for p in self._targets.all_leaves())
             if nid in stats
         }
+        # The update ratio (a copy of the weights, a pass after the step) comes with the
+        # full samples, ~1 Hz: it changes slowly, and the 5 Hz colors need only the norms.
         items = list(params.items())
-        ratio = UpdateRatio(items) if UpdateRatio.affordable(items) else None
+        measure = full and UpdateRatio.affordable(items)
+        ratio = UpdateRatio(items) if measure else None
         # The probe must see the weights' versions before this step updates them.
         if self.every == 0 or time.perf_counter() >= self._probe.next_due:
             self._probe.next_due = time.perf_counter() + PROBE_EVERY
@@ -109,7 +113,7 @@ class AtOptimizerStep:
         handle = optimizer.register_step_post_hook(self._after_step)
         self._pending = ({**ops, **stats}, leaf.missing(), params, ratio, handle)
         leaf.last_step = leaf.opt_steps
-        leaf.done(cpu0, self.every, self.max_overhead)
+        leaf.done(cpu0, self.every, self.max_overhead, full)
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         pending, self._pending = self._pending, None

@@ -164,25 +164,26 @@ def encode_stats(stats: dict[str, dict[str, Any]], step: int) -> bytes:
 
     The browser keeps each node's history itself, so nothing is ever resent.
     """
-    rows = [(s["index"], s) for s in stats.values() if s["index"] >= 0]
+    rows = [s for s in stats.values() if s["index"] >= 0]
     n = len(rows)
     ncol = len(STAT_COLUMNS)
-    idx = np.fromiter((i for i, _ in rows), dtype="<i4", count=n)
-    scal = np.zeros((n, ncol), dtype="<f4")
-    hist = np.zeros((n, HIST_BINS), dtype="<f4")
-    glen = np.zeros(n, dtype="<u4")
-    dlen = np.zeros(n, dtype="<u4")
-    values: list[float] = []
+    idx = np.fromiter((s["index"] for s in rows), dtype="<i4", count=n)
+    nan, no_hist = math.nan, [math.nan] * HIST_BINS
+    # One array per section from nested lists: a per-row loop into numpy cost ~20 us a row.
+    table = [[s.get(c, nan) for c in STAT_COLUMNS] for s in rows]
+    hists = [s["hist"] if s.get("hist") is not None else no_hist for s in rows]
+    grads = [s.get("values") or [] for s in rows]
+    datas = [s.get("data") or [] for s in rows]
     # Statistics beyond float32's range (an exploding run) are sent as ±inf, on purpose.
     with np.errstate(over="ignore"):
-        for r, (_, s) in enumerate(rows):
-            scal[r] = [s.get(c, math.nan) for c in STAT_COLUMNS]
-            hist[r] = s["hist"] if s.get("hist") is not None else math.nan
-            g = s.get("values") or []
-            d = s.get("data") or []
-            glen[r], dlen[r] = len(g), len(d)
-            values += g
-            values += d
+        scal = np.array(table, dtype=np.float64).reshape(n, ncol).astype("<f4")
+        hist = np.array(hists, dtype=np.float64).reshape(n, HIST_BINS).astype("<f4")
+    glen = np.fromiter((len(g) for g in grads), dtype="<u4", count=n)
+    dlen = np.fromiter((len(d) for d in datas), dtype="<u4", count=n)
+    values: list[float] = []
+    for g, d in zip(grads, datas, strict=True):
+        values += g
+        values += d
     head = STATS_MAGIC + np.array([n, step & 0xFFFFFFFF, len(values)], dtype="<u4").tobytes()
     return b"".join(
         [
