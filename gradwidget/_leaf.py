@@ -166,12 +166,12 @@ class LeafTier:
         on_grid = math.isfinite(self.next) and now - self.next < gap
         self.next = (self.next if on_grid else now) + gap
 
-    def share(self) -> float:
+    def share(self, max_overhead: float) -> float:
         """Share of the time this tier costs at its current rates (norm and full samples)."""
         rate = rate_of(self.times)
         norm = min(self.recent) * rate if rate and self.recent else 0.0
-        full = self.full_cost / max(self.full_next - time.perf_counter(), FULL_EVERY)
-        return norm + min(full, FULL_SHARE)
+        full = self.full_cost / FULL_EVERY
+        return norm + min(full, FULL_SHARE * max_overhead)
 
 
 class UpdateRatio:

@@ -48,16 +48,18 @@ class LiveGradients(traitlets.HasTraits):
         ----------
         target : nn.Module, tensor, or list/dict of tensors, optional
             What to watch; default the module this widget drew. A module: every parameter
-            and every intermediate of each forward. Leaf tensors (``[w, b]``) are watched
-            on every backward; a non-leaf tensor (a loss) for its next backward.
+            (its ``.grad`` at each sampled ``optimizer.step()``: the gradient the optimizer
+            uses) and the intermediates of sampled forwards. Leaf tensors (``[w, b]``) are
+            watched on every backward; a non-leaf tensor (a loss) for its next backward.
         every : float
-            Minimum seconds between two samples (default 0.2). Statistics are computed
-            and sent at most this often, plus on the first step of a run.
+            Minimum seconds between two parameter samples (default 0.2: 5 Hz); 0 samples
+            every step with full statistics. Intermediates come on some of those steps,
+            as the overhead budget allows; the first and last step of a run always.
         lint : LintConfig, optional
-            Thresholds of the vanishing/exploding warnings.
+            Thresholds of the vanishing/exploding/update-size warnings.
         max_overhead : float
-            Share of the time sampling may take (default 0.015); samples are spaced
-            further apart when they would cost more (big graphs).
+            Share of the time sampling may take, both tiers together (default 0.03);
+            intermediates are sampled less often when they would cost more (big graphs).
 
         Returns
         -------

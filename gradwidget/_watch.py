@@ -52,7 +52,7 @@ from ._watch_step import PROBE_EVERY, AtOptimizerStep
 #: Default minimum seconds between two samples (the leaf tier's rate: 5 Hz).
 DEFAULT_EVERY = 0.2  # within the 100-200 ms that keeps a live view fluid
 #: Default cap on the share of time spent sampling, both tiers together.
-DEFAULT_MAX_OVERHEAD = 0.02
+DEFAULT_MAX_OVERHEAD = 0.03
 #: What the widget says when a compiled module hides its per-op gradients.
 COMPILED_NOTE = "compiled: per-op gradients not available"
 
@@ -78,7 +78,7 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
     names : mapping, optional
         ``id(tensor) -> name`` for tensors given in a list.
     max_overhead : float
-        Share of the time sampling may take (default 2%), both tiers together: big graphs
+        Share of the time sampling may take (default 3%), both tiers together: big graphs
         lower the intermediate tier's rate instead of slowing training.
     """
 

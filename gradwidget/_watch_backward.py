@@ -172,7 +172,7 @@ class AtForwardBackward:
                 self._publish({**ops, **leaves}, missing, params)
         # Intermediates get what the budget leaves after the leaf tier.
         self._budget.max_overhead = max(
-            self.max_overhead - (leaf.share() if leaf is not None else 0.0),
+            self.max_overhead - (leaf.share(self.max_overhead) if leaf is not None else 0.0),
             self.max_overhead / 4,
         )
         spent = time.thread_time() - cpu0 + self._probe.cost
