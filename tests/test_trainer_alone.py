@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from test_train import _step_fn
 
 from gradwidget._constants import SCHEDULE_LABELS
 from gradwidget._optim import SCHEDULES
@@ -56,17 +57,6 @@ class FakeHooks:
 def _model():
     torch.manual_seed(0)
     return nn.Linear(3, 1)
-
-
-def _step_fn(model, x, y):
-    def step(opt):
-        opt.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
 
 
 def test_trainer_reports_through_the_publisher_only():
