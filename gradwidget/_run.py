@@ -49,6 +49,13 @@ def new_run(
     }
 
 
+def manual_run(info: dict[str, Any]) -> dict[str, Any]:
+    """The record of a "manual" run: a watched loop of the user's own calling ``log()``."""
+    lr = info.get("lr")
+    lr = math.nan if lr is None else float(lr)
+    return new_run(lr, info.get("optimizer") or "manual", {}, "manual", 0, None)
+
+
 def copy_run(run: dict[str, Any]) -> dict[str, Any]:
     """A copy whose lists the caller may keep while the run goes on."""
     c = dict(run)
@@ -78,6 +85,28 @@ class Active:
         self.lr_sent = 0
         self.best = math.inf
         self.sweep: list[float] = []
+
+    def log_manual(self, lr: float | None, loss: Any, metrics: dict[str, Any]) -> bool:
+        """A ``log()`` of a manual run; True when it just diverged (marked, never raised:
+        the loop is the user's)."""
+        values = {k: scalar(v, k) for k, v in metrics.items()}
+        run = self.run
+        if lr is not None:
+            run["lrs"].append(float(lr))
+        for key, v in values.items():
+            run["metrics"].setdefault(key, []).append(v)
+        diverged = False
+        if loss is not None:
+            value = scalar(loss, "loss")
+            if run["status"] != "running":
+                run["losses"].append(value)
+            else:
+                try:
+                    self.record_loss(value)
+                except Stop as stop:
+                    run["status"], run["note"], diverged = stop.status, stop.note, True
+        self.step = self.total = run["steps"] = len(run["losses"])
+        return diverged
 
     def record_loss(self, value: float) -> None:
         """Append this step's loss; raise :class:`Stop` when the run must end here."""

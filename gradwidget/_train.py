@@ -9,30 +9,28 @@ snapshot in a single worker thread so the kernel stays free to receive further s
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from ._loop import MAX_RUNS, LoopHelpers
 from ._optim import lr_sweep, make_optimizer, make_scheduler
 from ._output import OutputBuffer, route_thread
 from ._report import Publisher, Reporter, RunHooks
-from ._run import Active, Stop, copy_run, failed, new_run, scalar
+from ._run import Active, Stop, copy_run, failed, new_run
 from ._snapshot import Snapshot
 
 #: A change waits this long for further changes before its rerun starts.
 DEBOUNCE = 0.05
-#: Runs kept in the history (oldest dropped first).
-MAX_RUNS = 100
 
 Body = Callable[[torch.optim.Optimizer, Any, float], None]
 
 
-class Trainer:
+class Trainer(LoopHelpers):
     """Runs a bound training body; see the module docstring.
 
     Parameters
@@ -179,118 +177,6 @@ class Trainer:
             self.output.flush(force=True)
             self._set_state()
             self._publish_runs()
-
-    # -- the loop helpers the user's code calls --
-
-    def _current(self, what: str) -> Active:
-        a = self._active
-        if a is None or a.thread != threading.get_ident():
-            where = " or in any loop while watching (w.watch())" if what == "log" else ""
-            raise RuntimeError(
-                f"w.{what}() is for the training loop: use it in a %%train cell "
-                f"(%load_ext gradwidget), in the step function given to w.train(){where}."
-            )
-        return a
-
-    def steps(self) -> Iterator[int]:
-        """Yield step indices; honours pause/stop, advances the schedule, reports progress."""
-        a = self._current("steps")
-        opt = a.opt
-        assert opt is not None
-        for i in range(a.total):
-            self._checkpoint(a)
-            a.step = i
-            if a.kind == "lr_find":
-                for g in opt.param_groups:
-                    g["lr"] = a.sweep[i]
-            a.run["lrs"].append(float(opt.param_groups[0]["lr"]))
-            if i == a.total - 1:
-                self._hook("sample_next")  # the last step is always sampled
-            yield i
-            a.step = i + 1
-            if a.sched is not None and i + 1 < a.total:
-                a.sched.step()
-            self._flush(a)
-
-    def log(self, loss: Any = None, **metrics: Any) -> None:
-        """Record this step's loss (a tensor or number) and any other scalar metrics."""
-        a = self._active
-        if a is None or a.thread != threading.get_ident():
-            info = self.hooks.manual() if self.hooks is not None else None
-            if info is not None:
-                self._log_manual(info, loss, metrics)
-                return
-        a = self._current("log")
-        if a.cancel is not None:  # loops that do not use steps() still stop here
-            raise Stop(a.cancel, a.cancel_note)
-        for key, value in metrics.items():
-            a.run["metrics"].setdefault(key, []).append(scalar(value, key))
-        if loss is not None:
-            a.record_loss(scalar(loss, "loss"))
-
-    def _log_manual(self, info: dict[str, Any], loss: Any, metrics: dict[str, Any]) -> None:
-        """``log()`` in a watched loop of the user's own: a run named "manual"."""
-        values = {k: scalar(v, k) for k, v in metrics.items()}
-        value = None if loss is None else scalar(loss, "loss")
-        with self._cond:
-            m = self._manual
-            if m is None:
-                lr = info.get("lr")
-                run = new_run(
-                    math.nan if lr is None else float(lr),
-                    info.get("optimizer") or "manual",
-                    {},
-                    "manual",
-                    0,
-                    None,
-                )
-                run["id"] = self._next_id
-                self._next_id += 1
-                self._runs.append(run)
-                del self._runs[:-MAX_RUNS]
-                m = self._manual = Active(run, 0, "train", sync=True)
-        run = m.run
-        if info.get("lr") is not None:
-            run["lrs"].append(float(info["lr"]))
-        for key, v in values.items():
-            run["metrics"].setdefault(key, []).append(v)
-        if value is not None:
-            if run["status"] == "running":
-                try:
-                    m.record_loss(value)
-                except Stop as stop:  # the loop is the user's: mark it, never stop it
-                    run["status"], run["note"] = stop.status, stop.note
-                    print(f"Run #{run['id']}: {run['error']}", file=sys.stderr)
-                    self._publish_runs()
-            else:
-                run["losses"].append(value)
-        m.step = m.total = run["steps"] = len(run["losses"])
-        self._flush(m)
-
-    def end_manual(self) -> None:
-        """The watched loop is over (unwatched, or a run of ours starts): close its run."""
-        with self._cond:
-            m, self._manual = self._manual, None
-        if m is None:
-            return
-        if m.run["status"] == "running":
-            m.run["status"] = "done"
-        self._flush(m, force=True)
-        self._publish_runs()
-
-    def _checkpoint(self, a: Active) -> None:
-        """Between steps: stop if asked, wait while paused (single steps pass one at a time)."""
-        with self._cond:
-            while True:
-                if a.cancel is not None:
-                    raise Stop(a.cancel, a.cancel_note)
-                if not self._paused:
-                    return
-                if self._step_budget > 0:
-                    self._step_budget -= 1
-                    return
-                self._flush(a, force=True)
-                self._cond.wait(0.1)
 
     # -- control (any thread) --
 
