@@ -48,6 +48,7 @@ from _models import ResNet, encoder
 from ipywidgets.widgets.widget import _remove_buffers
 
 import gradwidget as gw
+import gradwidget._constants
 from gradwidget._dot import view_of
 from gradwidget._loader import get_loader
 
@@ -73,12 +74,16 @@ def models() -> list[tuple[str, nn.Module, torch.Tensor, bool]]:
 
 
 # ---- the static page -------------------------------------------------------------------------
+#: The shared constants the loader widget hands the front-end (the page skips the loader).
+CONSTANTS = json.dumps(gradwidget._constants.frontend())
 PAGE = f"""<!doctype html><html><head><meta charset="utf-8">
 <link rel="stylesheet" href="{ORIGIN}/static/widget.css"></head>
 <body style="width:1200px"><script type="module">
-// The per-instance stub, handed the front-end and Graphviz as the loader widget hands them.
+// The per-instance stub, handed the front-end (with the kernel's shared constants) and
+// Graphviz as the loader widget hands them.
 import widget from "{ORIGIN}/static/stub.js";
-const frontend = import("{ORIGIN}/static/widget.js");
+const CONSTANTS = {CONSTANTS};
+const frontend = import("{ORIGIN}/static/widget.js").then((m) => (m.setConstants(CONSTANTS), m));
 const mod = await import("{ORIGIN}/static/viz.mjs");
 const viz = mod.instance();
 await viz;

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from _browser import ORIGIN, STATIC, launch_options, route_static
 
 import gradwidget as gw
+import gradwidget._constants
 from gradwidget._watch import DEFAULT_EVERY, DEFAULT_MAX_OVERHEAD
 
 BUDGET = 1.05
@@ -212,11 +213,15 @@ def update_bytes() -> dict[str, tuple[int, int]]:
 
 
 # ---- browser restyle ---------------------------------------------------------------------------
+# The page imports the front-end itself (not through the loader widget), so it hands over the
+# shared constants the loader would.
+CONSTANTS = json.dumps(gradwidget._constants.frontend())
 PAGE = """<!doctype html><html><head><meta charset="utf-8">
 <link rel="stylesheet" href="/static/widget.css"></head><body><div id="root"></div>
 <script type="module">
-import widget from "/static/widget.js";
+import widget, { setConstants } from "/static/widget.js";
 import loader from "/static/loader.js";
+setConstants(__CONSTANTS__);
 const state = await (await fetch("/state.json")).json();
 const updates = await (await fetch("/updates.bin")).arrayBuffer();
 const sizes = await (await fetch("/sizes.json")).json();
@@ -239,7 +244,7 @@ const el = document.getElementById("root");
 widget.render({ model, el, host });
 window.__bench = { model, updates, sizes };
 </script></body></html>
-"""
+""".replace("__CONSTANTS__", CONSTANTS)
 
 MEASURE_JS = """
 async () => {

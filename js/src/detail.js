@@ -1,8 +1,11 @@
 // Detail panel of the selected node: live histogram, norm sparkline, statistics, shape and
 // the actual values of small tensors (data | grad).
+// A statistic the latest sample did not compute shows its last measured value, labelled by
+// how many samples ago it was measured, or "—" when it never was (live_stats.js).
 import { drawHistogram, drawSparkline } from "./grad_plots.js";
 import { el } from "./dom.js";
 import { formatStat } from "./format.js";
+import { histRange, staleness } from "./live_stats.js";
 import { nodeTable } from "./wire.js";
 
 const STATS = [
@@ -12,7 +15,10 @@ const STATS = [
   ["min", "min"],
   ["max", "max"],
   ["nonfinite", "NaN/Inf"],
+  ["update_ratio", "‖Δw‖/‖w‖"],
 ];
+/** Shown for a statistic no sample has measured for this node. */
+const MISSING = "—";
 
 /**
  * Mount the detail panel (in the side slot) for the selected node.
@@ -29,14 +35,17 @@ export function mountDetail({ model, ctx, store }) {
   const empty = el("div", "gw-message", box);
   const table = el("table", "gw-detail-stats", box);
   const cells = {};
+  const rows = {};
   for (const [key, label] of STATS) {
     const tr = el("tr", "", table);
-    el("th", "", tr, label);
+    const th = el("th", "", tr, label);
+    if (key === "update_ratio") th.title = "How much the last optimizer step changed this parameter, relative to its norm (~1e-3 is typical)";
     const td = el("td", "", tr);
     td.dataset.stat = key;
     cells[key] = td;
+    rows[key] = tr;
   }
-  const histTitle = el("div", "gw-detail-sub", box, "gradient histogram");
+  const histTitle = el("div", "gw-detail-sub gw-detail-hist-title", box, "gradient histogram");
   const hist = el("canvas", "gw-hist", box);
   const sparkTitle = el("div", "gw-detail-sub", box);
   const spark = el("canvas", "gw-spark", box);
@@ -56,6 +65,7 @@ export function mountDetail({ model, ctx, store }) {
     // Nothing to show until gradients are being watched.
     box.hidden = !sel || r === undefined || store.updates === 0;
     if (box.hidden) return;
+    box.dataset.node = sel;
     const nodes = nodeTable(model);
     const label = String(nodes.label?.[r] || sel).split("\n")[0];
     title.textContent = nodes.name?.[r] || label;
@@ -74,13 +84,30 @@ export function mountDetail({ model, ctx, store }) {
     empty.textContent = "No gradient sampled for this node yet.";
     for (const part of [table, histTitle, hist, sparkTitle, spark, values]) part.hidden = !has;
     if (!has) return;
+    const now = store.step;
     for (const [key] of STATS) {
-      cells[key].textContent = key === "nonfinite" ? String(s.nonfinite) : formatStat(s[key]);
+      const td = cells[key];
+      if (key === "nonfinite") {
+        td.textContent = Number.isFinite(s.nonfinite) ? String(s.nonfinite) : MISSING;
+        continue;
+      }
+      const ago = staleness(s.measured?.[key], now);
+      td.textContent = ago === null || Number.isNaN(s[key]) ? MISSING : formatStat(s[key]);
+      if (ago) el("span", "gw-stale", td, ago);
+      td.title = ago === null ? "not measured for this node yet" : ago ? `measured ${ago}` : "";
     }
+    // Parameters only: the update ratio is measured over their optimizer step.
+    rows.update_ratio.hidden = nodes.kind?.[r] !== "leaf" && s.measured?.update_ratio === undefined;
     cells.nonfinite.classList.toggle("gw-bad", s.nonfinite > 0);
-    const lo = s.min === s.max ? s.min - 1 : s.min;
-    const hi = s.min === s.max ? s.max + 1 : s.max;
-    drawHistogram(hist, s.hist, lo, hi);
+    // The kept histogram with the range of the sample that made it; none drawn when there
+    // is no histogram yet (intermediates at the default level never carry one).
+    const range = s.hist ? histRange(s.histLo, s.histHi) : null;
+    hist.hidden = !range;
+    if (range) drawHistogram(hist, s.hist, range[0], range[1]);
+    const histAgo = staleness(s.measured?.hist, now);
+    histTitle.textContent = range
+      ? `gradient histogram${histAgo ? ` (${histAgo})` : ""}`
+      : "gradient histogram: not sampled for this node";
     const h = store.history.get(r) || [];
     sparkTitle.textContent = `‖grad‖ over the last ${h.length} sample${h.length === 1 ? "" : "s"}`;
     drawSparkline(spark, h);

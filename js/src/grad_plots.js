@@ -1,7 +1,9 @@
-// Small canvas plots of live gradients: histogram, norm sparkline, gradient flow.
+// Small canvas plots of live gradients: histogram, norm sparkline, gradient flow and the
+// update-to-weight ratio row under it.
 import { hidpiContext as prepare } from "./canvas.js";
 import { el } from "./dom.js";
 import { formatAxis } from "./format.js";
+import { decades, RATIO_GUIDE } from "./live_stats.js";
 import { nodeTable } from "./wire.js";
 
 /** Theme colors read from CSS variables of the widget root. */
@@ -26,13 +28,17 @@ export function drawHistogram(canvas, hist, lo, hi, w = 280, h = 90) {
   const g = prepare(canvas, w, h);
   const c = colors(canvas);
   const pad = 14;
-  const max = Math.max(1, ...Array.from(hist));
-  const bw = (w - 2) / hist.length;
+  // NaN or negative counts draw as empty bins; a range that is not finite draws no axis.
+  const counts = Array.from(hist || [], (v) => (v > 0 && Number.isFinite(v) ? v : 0));
+  if (!counts.length) return;
+  const max = Math.max(1, ...counts);
+  const bw = (w - 2) / counts.length;
   g.fillStyle = c.accent;
-  for (let i = 0; i < hist.length; i++) {
-    const bh = (hist[i] / max) * (h - pad - 2);
-    g.fillRect(1 + i * bw, h - pad - bh, Math.max(1, bw - 1), bh);
+  for (let i = 0; i < counts.length; i++) {
+    const bh = (counts[i] / max) * (h - pad - 2);
+    if (bh > 0) g.fillRect(1 + i * bw, h - pad - bh, Math.max(1, bw - 1), bh);
   }
+  if (!Number.isFinite(lo) || !Number.isFinite(hi) || hi <= lo) return;
   // Where zero falls, if inside the range.
   if (lo < 0 && hi > 0) {
     const x = 1 + ((0 - lo) / (hi - lo)) * (w - 2);
@@ -103,55 +109,60 @@ export function drawSparkline(canvas, values, w = 280, h = 48) {
   }
 }
 
+/** Left margin (tick labels) and per-parameter slots shared by the flow rows: columns align. */
+const FLOW_LEFT = 44;
+/** Height of the rotated parameter names under the last row. */
+const NAMES_H = 40;
+
 /**
- * Gradient flow: mean |grad| (dark) and max |grad| (light) of each parameter, in forward
- * order, on a log axis.
- * @param {HTMLCanvasElement} canvas
- * @param {{name: string, absmean: number, absmax: number, nonfinite: number}[]} layers
+ * The x slot of parameter i of n on a canvas w wide.
+ * @param {number} i
+ * @param {number} n
+ * @param {number} w
  */
-export function drawFlow(canvas, layers, w = 560, h = 150) {
-  const g = prepare(canvas, w, h);
-  const c = colors(canvas);
-  const left = 44;
-  const bottom = 40;
-  const top = 6;
-  const vals = layers.flatMap((l) => [l.absmean, l.absmax]).filter((v) => v > 0 && Number.isFinite(v));
-  // All NaN/Inf (or all zero): still draw the axis and the red NaN bars.
-  const lo = vals.length ? Math.floor(Math.log10(Math.min(...vals))) : -1;
-  let hi = vals.length ? Math.ceil(Math.log10(Math.max(...vals))) : 0;
-  if (hi === lo) hi = lo + 1;
-  const y = (v) => top + (1 - (Math.log10(v) - lo) / (hi - lo)) * (h - top - bottom);
+function slotOf(i, n, w) {
+  const slot = (w - FLOW_LEFT) / Math.max(1, n);
+  return { x0: FLOW_LEFT + i * slot + slot * 0.15, bw: slot * 0.7 };
+}
+
+/**
+ * Horizontal decade grid lines with "1eN" labels from 10^lo to 10^hi.
+ * @param {CanvasRenderingContext2D} g
+ * @param {any} c colors
+ * @param {number} lo
+ * @param {number} hi
+ * @param {(v: number) => number} y
+ * @param {number} w
+ */
+function decadeGrid(g, c, lo, hi, y, w) {
   g.font = "10px sans-serif";
   g.fillStyle = c.muted;
   g.strokeStyle = c.border;
   g.textAlign = "right";
   g.textBaseline = "middle";
+  // At most ~6 labelled lines: every k-th decade on tall ranges.
+  const every = Math.max(1, Math.ceil((hi - lo) / 6));
   for (let e = lo; e <= hi; e++) {
     const yy = y(10 ** e);
     g.beginPath();
-    g.moveTo(left, yy);
+    g.moveTo(FLOW_LEFT, yy);
     g.lineTo(w, yy);
     g.stroke();
-    g.fillText(`1e${e}`, left - 4, yy);
+    if ((e - lo) % every === 0) g.fillText(`1e${e}`, FLOW_LEFT - 4, yy);
   }
-  const slot = (w - left) / Math.max(1, layers.length);
-  const base = h - bottom;
+}
+
+/**
+ * The parameter names, rotated, under the slots (the rows above share these columns).
+ * @param {CanvasRenderingContext2D} g
+ * @param {any} c colors
+ * @param {{name: string}[]} layers
+ * @param {number} w
+ * @param {number} base y of the row's bottom
+ */
+function drawNames(g, c, layers, w, base) {
   layers.forEach((l, i) => {
-    const x0 = left + i * slot + slot * 0.15;
-    const bw = slot * 0.7;
-    if (l.nonfinite > 0) {
-      g.fillStyle = "#b00020";
-      g.fillRect(x0, top, bw, base - top);
-    } else {
-      if (l.absmax > 0) {
-        g.fillStyle = "rgba(33,145,140,0.35)";
-        g.fillRect(x0, y(l.absmax), bw, base - y(l.absmax));
-      }
-      if (l.absmean > 0) {
-        g.fillStyle = "rgb(59,82,139)";
-        g.fillRect(x0 + bw * 0.2, y(l.absmean), bw * 0.6, base - y(l.absmean));
-      }
-    }
+    const { x0, bw } = slotOf(i, layers.length, w);
     g.save();
     g.translate(x0 + bw / 2, base + 4);
     g.rotate(-Math.PI / 5);
@@ -165,7 +176,101 @@ export function drawFlow(canvas, layers, w = 560, h = 150) {
 }
 
 /**
- * Mount the gradient-flow view (below the graph) fed by the live store.
+ * Gradient flow: mean |grad| (dark) and max |grad| (light) of each parameter, in forward
+ * order, on a log axis. NaN values draw nothing; NaN/Inf in a gradient is a red bar.
+ * @param {HTMLCanvasElement} canvas
+ * @param {{name: string, absmean: number, absmax: number, nonfinite: number}[]} layers
+ * @param {{names?: boolean}} [opts] `names: false` leaves the names to a row below
+ */
+export function drawFlow(canvas, layers, w = 560, h = 150, { names = true } = {}) {
+  const g = prepare(canvas, w, h);
+  const c = colors(canvas);
+  const bottom = names ? NAMES_H : 4;
+  const top = 6;
+  const vals = layers.flatMap((l) => [l.absmean, l.absmax]).filter((v) => v > 0 && Number.isFinite(v));
+  // All NaN/Inf (or all zero): still draw the axis and the red NaN bars.
+  const lo = vals.length ? Math.floor(Math.log10(Math.min(...vals))) : -1;
+  let hi = vals.length ? Math.ceil(Math.log10(Math.max(...vals))) : 0;
+  if (hi === lo) hi = lo + 1;
+  const y = (v) => top + (1 - (Math.log10(v) - lo) / (hi - lo)) * (h - top - bottom);
+  decadeGrid(g, c, lo, hi, y, w);
+  const base = h - bottom;
+  layers.forEach((l, i) => {
+    const { x0, bw } = slotOf(i, layers.length, w);
+    if (l.nonfinite > 0) {
+      g.fillStyle = "#b00020";
+      g.fillRect(x0, top, bw, base - top);
+    } else {
+      if (l.absmax > 0 && Number.isFinite(l.absmax)) {
+        g.fillStyle = "rgba(33,145,140,0.35)";
+        g.fillRect(x0, y(l.absmax), bw, base - y(l.absmax));
+      }
+      if (l.absmean > 0 && Number.isFinite(l.absmean)) {
+        g.fillStyle = "rgb(59,82,139)";
+        g.fillRect(x0 + bw * 0.2, y(l.absmean), bw * 0.6, base - y(l.absmean));
+      }
+    }
+  });
+  if (names) drawNames(g, c, layers, w, base);
+}
+
+/**
+ * The update-to-weight ratio row: ‖Δw‖/‖w‖ of each parameter's last optimizer step (a dot
+ * per parameter, log axis, the columns of the flow row above) with a dashed guide line at
+ * the familiar 1e-3. NaN (not measured) and zero ratios are skipped.
+ * @param {HTMLCanvasElement} canvas
+ * @param {{name: string, ratio: number}[]} layers
+ * @param {{names?: boolean}} [opts] `names: true` draws the parameter names under the row
+ * @returns {number} how many ratios were drawn
+ */
+export function drawRatio(canvas, layers, w = 560, h = 110, { names = true } = {}) {
+  const g = prepare(canvas, w, h);
+  const c = colors(canvas);
+  const bottom = names ? NAMES_H : 4;
+  const top = 6;
+  const [lo, hi] = decades(layers.map((l) => l.ratio), RATIO_GUIDE);
+  const y = (v) => top + (1 - (Math.log10(v) - lo) / (hi - lo)) * (h - top - bottom);
+  decadeGrid(g, c, lo, hi, y, w);
+  const guide = y(RATIO_GUIDE);
+  g.strokeStyle = c.fg;
+  g.globalAlpha = 0.6;
+  g.setLineDash([5, 4]);
+  g.beginPath();
+  g.moveTo(FLOW_LEFT, guide);
+  g.lineTo(w, guide);
+  g.stroke();
+  g.setLineDash([]);
+  g.globalAlpha = 1;
+  g.fillStyle = c.muted;
+  g.textAlign = "right";
+  g.textBaseline = "bottom";
+  g.fillText("typical 1e-3", w - 2, guide - 1);
+  let drawn = 0;
+  layers.forEach((l, i) => {
+    const r = l.ratio;
+    if (!(r > 0) || !Number.isFinite(r)) return;
+    const { x0, bw } = slotOf(i, layers.length, w);
+    const cx = x0 + bw / 2;
+    const cy = y(r);
+    // A thin stem from the guide line says at a glance how far off the step is.
+    g.strokeStyle = c.accent;
+    g.beginPath();
+    g.moveTo(cx, guide);
+    g.lineTo(cx, cy);
+    g.stroke();
+    g.fillStyle = c.accent;
+    g.beginPath();
+    g.arc(cx, cy, 3, 0, 2 * Math.PI);
+    g.fill();
+    drawn += 1;
+  });
+  if (names) drawNames(g, c, layers, w, h - bottom);
+  return drawn;
+}
+
+/**
+ * Mount the gradient-flow view (below the graph) fed by the live store: per parameter the
+ * gradient magnitudes, and under them the update-to-weight ratio once one was measured.
  * @param {{model: any, el: HTMLElement, ctx: any, store: import("./live.js").GradStore}} args
  * @returns {() => void} cleanup
  */
@@ -174,6 +279,18 @@ export function mountFlow({ model, ctx, store }) {
   box.hidden = true;
   el("div", "gw-panel-title", box, "Gradient flow: mean |grad| (dark) and max |grad| (light) per parameter, forward order");
   const canvas = el("canvas", "gw-flow-canvas", box);
+  const ratioBox = el("div", "gw-ratio", box);
+  ratioBox.hidden = true;
+  el(
+    "div",
+    {
+      class: "gw-detail-sub",
+      title: "‖Δw‖/‖w‖ measured over each optimizer step; around 1e-3 is the usual healthy value",
+    },
+    ratioBox,
+    "update / weight ‖Δw‖/‖w‖ per optimizer step (log; dashed: 1e-3)",
+  );
+  const ratioCanvas = el("canvas", "gw-ratio-canvas", ratioBox);
   ctx.panels.bottom.appendChild(box);
   let pending = false;
 
@@ -191,6 +308,7 @@ export function mountFlow({ model, ctx, store }) {
         absmean: s.absmean,
         absmax: Math.max(Math.abs(s.min), Math.abs(s.max)),
         nonfinite: s.nonfinite,
+        ratio: s.update_ratio,
         rank: nodes.use_rank?.[row] ?? row,
       });
     }
@@ -199,8 +317,12 @@ export function mountFlow({ model, ctx, store }) {
     box.hidden = layers.length === 0;
     if (!layers.length) return;
     const width = Math.max(320, Math.min(900, (ctx.root?.clientWidth || 600) - 16));
-    drawFlow(canvas, layers, width, 150);
+    const ratios = layers.filter((l) => l.ratio > 0 && Number.isFinite(l.ratio)).length;
+    ratioBox.hidden = ratios === 0;
+    drawFlow(canvas, layers, width, ratios ? 116 : 150, { names: !ratios });
+    if (ratios) drawRatio(ratioCanvas, layers, width, 110, { names: true });
     box.dataset.layers = String(layers.length);
+    box.dataset.ratios = String(ratios);
   };
   const off = store.subscribe(() => {
     if (pending) return;

@@ -5,6 +5,7 @@ import { mountDetail } from "./detail.js";
 import { mountFlow } from "./grad_plots.js";
 import { el } from "./dom.js";
 import { formatStat } from "./format.js";
+import { mergeStats, watchStatus } from "./live_stats.js";
 import { decodeStats, nodeTable } from "./wire.js";
 
 /** Norm samples kept per node for the sparkline. */
@@ -95,7 +96,8 @@ export function gradStyles(latest, ids, domain = logDomain(latest.values())) {
       });
       continue;
     }
-    if (!domain) continue;
+    // No norm measured yet (or none sent): no color rather than a made-up one.
+    if (!domain || !(s.norm >= 0)) continue;
     const t = s.norm > 0 ? (Math.log10(s.norm) - domain[0]) / (domain[1] - domain[0]) : 0;
     const c = viridis(t);
     styles.set(id, { fill: c.css, cls: c.dark ? "gw-grad gw-dark" : "gw-grad", value: s.norm });
@@ -105,11 +107,13 @@ export function gradStyles(latest, ids, domain = logDomain(latest.values())) {
 
 // ---- the store shared by the live views ------------------------------------------------------
 /**
- * Latest stats per node row plus a ring of norms per node.
+ * Latest stats per node row plus a ring of norms per node. A statistic an update did not
+ * compute (NaN on the wire, an all-NaN histogram) keeps the node's last measured value
+ * (live_stats.js mergeStats; `measured` says which sample measured each).
  */
 export class GradStore {
   constructor() {
-    /** @type {Map<number, NodeStats>} */
+    /** @type {Map<number, import("./live_stats.js").MergedStats>} */
     this.latest = new Map();
     /** @type {Map<number, number[]>} */
     this.history = new Map();
@@ -124,7 +128,9 @@ export class GradStore {
     this.step = msg.step;
     this.updates += 1;
     for (const s of msg.rows) {
-      this.latest.set(s.row, s);
+      this.latest.set(s.row, mergeStats(this.latest.get(s.row), s, msg.step));
+      // The sparkline: a measured norm, or NaN (a red tick) for NaN/Inf in the gradient.
+      if (!(s.nonfinite > 0) && !(s.norm >= 0)) continue;
       let h = this.history.get(s.row);
       if (!h) this.history.set(s.row, (h = []));
       h.push(s.nonfinite > 0 ? NaN : s.norm);
@@ -164,6 +170,37 @@ function mountLegend(ctx) {
   };
 }
 
+/**
+ * The watch-status line next to the legend: the tiers' achieved rates ("grads 5 Hz ·
+ * intermediates 1 Hz") and the watcher's notes, from the `grad_watch` trait.
+ */
+function mountStatus({ model, ctx }) {
+  const box = el("span", "gw-rates");
+  box.hidden = true;
+  const rates = el("span", "gw-rates-hz", box);
+  const notes = el("span", "gw-rates-notes", box);
+  ctx.panels.toolbar.appendChild(box);
+  const render = () => {
+    const gw = model.get("grad_watch");
+    const st = watchStatus(gw);
+    box.hidden = !st;
+    if (!st) return;
+    rates.textContent = st.rates;
+    rates.hidden = !st.rates;
+    notes.replaceChildren(...st.notes.map((n) => el("span", `gw-rates-note gw-rates-${n.kind}`, null, n.text)));
+    box.title = st.title;
+    box.classList.toggle("gw-stopped", !st.watching);
+    box.dataset.leafHz = String(gw.leaf_hz ?? 0);
+    box.dataset.opHz = String(gw.op_hz ?? 0);
+  };
+  model.on("change:grad_watch", render);
+  render();
+  return () => {
+    model.off("change:grad_watch", render);
+    box.remove();
+  };
+}
+
 function mountLint({ model, ctx }) {
   const box = el("div", "gw-lint");
   box.hidden = true;
@@ -175,13 +212,18 @@ function mountLint({ model, ctx }) {
     for (const l of lints) {
       const item = el("div", `gw-lint-item gw-lint-${l.severity}`, box);
       item.dataset.code = l.code;
-      const head = el("button", "gw-lint-node", item, l.name);
-      head.title = "Select this node";
-      head.addEventListener("click", () => {
-        if (!l.node || !(nodeTable(model).id || []).includes(l.node)) return;
-        model.set("selected", l.node);
-        model.save_changes();
-      });
+      if (l.node) {
+        const head = el("button", "gw-lint-node", item, l.name);
+        head.title = "Select this node";
+        head.addEventListener("click", () => {
+          if (!(nodeTable(model).id || []).includes(l.node)) return;
+          model.set("selected", l.node);
+          model.save_changes();
+        });
+      } else {
+        // About the whole step (GradScaler, clipping): no node to select.
+        el("span", "gw-lint-node gw-lint-global", item, l.name);
+      }
       el("span", "gw-lint-msg", item, ` ${l.message} `);
       el("span", "gw-lint-advice", item, l.advice);
     }
@@ -251,6 +293,7 @@ export function mountLive({ model, el, ctx }) {
   model.on("change:grad_stats", onStats);
   model.on("change:nodes", onNodes);
   const cleanups = [
+    mountStatus({ model, ctx }),
     mountLint({ model, ctx }),
     mountDetail({ model, el, ctx, store }),
     mountFlow({ model, el, ctx, store }),

@@ -114,7 +114,7 @@ def test_colors_change_during_training(nb):
     assert detail.locator("canvas.gw-hist").is_visible()
     assert detail.locator("canvas.gw-spark").is_visible()
     assert detail.locator(".gw-values-table tr").count() == 17  # header + 16 values
-    assert nb.widget().locator(".gw-flow canvas").is_visible()
+    assert nb.widget().locator(".gw-flow canvas.gw-flow-canvas").is_visible()
 
     # NaN gradients: marked on the node and reported by the lint, no exception.
     nb.execute(NAN)
