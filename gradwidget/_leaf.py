@@ -21,7 +21,7 @@ from ._targets import Targets
 
 #: Share of the overhead budget the parameter tier's norm samples may take, and its full
 #: samples (histograms, exact moments, update ratios; the intermediates get the rest).
-LEAF_SHARE = 0.6
+LEAF_SHARE = 0.5
 FULL_SHARE = 0.1
 #: Minimum seconds between two full samples of the parameters.
 FULL_EVERY = 1.0
@@ -53,6 +53,7 @@ class LeafTier:
         self.next = -math.inf  # perf_counter of the next due sample
         self.force = True
         self.samples = 0
+        self.params: dict[str, torch.Tensor] = {}
         self.times: collections.deque[float] = collections.deque(maxlen=64)
         self.full_force = True  # the next sample is a full one (first step, last step)
         self.full_next = -math.inf  # perf_counter of the next due full sample
@@ -102,6 +103,7 @@ class LeafTier:
         weights = [p.detach() for p in params] if level == "full" else []
         norms = to_host(list(torch._foreach_norm(weights))) if weights else [None] * len(params)
         out: dict[str, dict[str, Any]] = {}
+        self.params = {}  # node id -> parameter of this read (those with a gradient)
         for p, g, s, wn in zip(params, grads, stats, norms, strict=True):
             nid = t.leaf_id(p)
             s.update(t.describe(nid, g))
@@ -109,6 +111,7 @@ class LeafTier:
             if wn is not None:
                 s["weight_norm"] = wn
             out[nid] = s
+            self.params[nid] = p
         return out
 
     def missing(self) -> list[tuple[str, torch.Tensor]]:

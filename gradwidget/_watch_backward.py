@@ -170,10 +170,10 @@ class AtForwardBackward:
                 leaf.force = True
             else:
                 self._publish({**ops, **leaves}, missing, params)
-        # Intermediates get what the budget leaves after the leaf tier.
+        # Intermediates get what the budget leaves after the leaf tier, at least half of it.
         self._budget.max_overhead = max(
             self.max_overhead - (leaf.share(self.max_overhead) if leaf is not None else 0.0),
-            self.max_overhead / 4,
+            self.max_overhead / 2,
         )
         spent = time.thread_time() - cpu0 + self._probe.cost
         self._probe.cost = 0.0

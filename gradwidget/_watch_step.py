@@ -96,11 +96,7 @@ class AtOptimizerStep:
         if isinstance(fused_scale, torch.Tensor):
             for s in stats.values():
                 unscale(s, float(fused_scale))
-        params = {
-            nid: p
-            for nid, p in ((self._targets.leaf_id(p), p) for p in self._targets.all_leaves())
-            if nid in stats
-        }
+        params = {nid: p for nid, p in leaf.params.items() if nid in stats}
         # The update ratio (a copy of the weights, a pass after the step) comes with the
         # full samples, ~1 Hz: it changes slowly, and the 5 Hz colors need only the norms.
         items = list(params.items())
