@@ -144,7 +144,8 @@ class LiveGradients(traitlets.HasTraits):
                 trainer.end_manual()  # a watched loop's "manual" run ends with the watch
 
     def _send_grads(self, watcher: Watcher, changed: list[str]) -> None:
-        self.grad_stats = encode_stats({k: watcher.latest[k] for k in changed}, watcher.samples)
+        sample = watcher.last_sample
+        self.grad_stats = encode_stats({k: sample[k] for k in changed}, watcher.samples)
         if watcher.lints != self.grad_lint:
             self.grad_lint = watcher.lints
         self.grad_watch = {

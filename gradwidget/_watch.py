@@ -130,6 +130,7 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         #: node the user looks at (the widget sets its selection here); others get norms.
         self.detail: set[str] = set()
         self.latest: dict[str, dict[str, Any]] = {}
+        self.last_sample: dict[str, dict[str, Any]] = {}
         self.lints: list[dict] = []
         self.steps = 0  # forwards seen through the gate (module) / backwards (tensors)
         self.samples = 0  # sampled steps published
@@ -340,25 +341,31 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         params: dict[str, torch.Tensor] | None = None,
         probe: bool = True,
     ) -> None:
+        #: The statistics of the last sample as computed (the wire sends these: what a
+        #: cheaper level did not compute is NaN there, and the page keeps its last value).
+        self.last_sample = new
         for nid, s in new.items():
-            # A cheaper level keeps the statistics it did not compute from earlier samples.
+            # stats() keeps what a cheaper level did not compute from earlier samples.
             old = self.latest.get(nid)
             computed = COMPUTED.get(s.get("level", "full"), COMPUTED["full"])
+            merged = s
             if old is not None and len(computed) < len(COMPUTED["full"]):
+                merged = dict(s)
                 for key in COMPUTED["full"] - computed:
                     if key in old:
-                        s[key] = old[key]
+                        merged[key] = old[key]
                 for key in ("update_ratio", "weight_norm"):
                     if key in old and key not in s:
-                        s[key] = old[key]
-        self.latest.update(new)
+                        merged[key] = old[key]
+            self.latest[nid] = merged
         self.samples += 1
-        lints = _lint.nonfinite(new)
+        seen = {nid: self.latest[nid] for nid in new}  # with what earlier samples knew
+        lints = _lint.nonfinite(seen)
         lints += [_lint.no_grad(nid, self._targets.name_of(nid, t)) for nid, t in missing]
         lints += list(self._probe.lints.values())
-        lints += self._trend(new)
+        lints += self._trend(seen)
         lints += _lint.step_lints(
-            new, self._leaf.skipped if self._leaf is not None else 0, self.lint_config
+            seen, self._leaf.skipped if self._leaf is not None else 0, self.lint_config
         )
         self.lints = lints
         if probe and params and (self.every == 0 or time.perf_counter() >= self._probe.next_due):
