@@ -45,21 +45,20 @@ def _norms(xs: list[torch.Tensor], order: int, dtype: torch.dtype | None) -> lis
         return [torch.linalg.vector_norm(x, order, dtype=dtype) for x in xs]
 
 
-#: Below this share of L2^2, ``L2^2 - n mean^2`` is within float32 rounding: the variance is
-#: then taken by a float64 pass over that tensor alone (a near-constant tensor).
-_CANCELLATION = 1e-3
+#: Below this share of L2^2, ``L2^2 - n mean^2`` is within float64 rounding: the variance is
+#: then taken by a float64 pass over that tensor alone (|mean| >> std).
+_CANCELLATION = 1e-12
 
 
-def _moments(xs: list[torch.Tensor], exact: bool = True) -> list[list[float]]:
+def _moments(xs: list[torch.Tensor]) -> list[list[float]]:
     """Per non-empty flat tensor ``[mean, std, L2, L1, min, max]``; one host sync per device.
 
-    Sums and norms accumulate in float64 when ``exact``, else in the tensors' precision
-    (4x faster on a GPT-2's gradients: float64 upcasts copy every tensor). The variance comes
-    from them as ``(L2^2 - n mean^2) / (n - 1)``, one pass fewer than ``std_mean``, except
-    where the two terms cancel (|mean| >> std): that tensor gets a float64 pass of its own.
-    A non-finite mean flags NaN/Inf.
+    Sums and norms accumulate in float64; the variance comes from them as
+    ``(L2^2 - n mean^2) / (n - 1)``, one pass fewer than ``std_mean``, except where the two
+    terms cancel: that tensor gets a float64 variance pass of its own. A non-finite mean
+    flags NaN/Inf.
     """
-    acc = torch.float64 if exact else None
+    acc = torch.float64
     out: list[list[float]] = [[] for _ in xs]
     for idx in _by_device(xs):
         group = [xs[i] for i in idx]
@@ -80,7 +79,7 @@ def _moments(xs: list[torch.Tensor], exact: bool = True) -> list[list[float]]:
             spread = l2 * l2 - n * mean * mean
             if n < 2 or lo == hi:
                 var = 0.0
-            elif spread <= (1e-12 if exact else _CANCELLATION) * l2 * l2 and math.isfinite(spread):
+            elif spread <= _CANCELLATION * l2 * l2 and math.isfinite(spread):
                 var = float(x.double().var())
             else:
                 var = spread / (n - 1)
@@ -89,7 +88,7 @@ def _moments(xs: list[torch.Tensor], exact: bool = True) -> list[list[float]]:
 
 
 #: How much of :func:`tensor_stats` to compute: everything, no histogram, or norms only.
-LEVELS = ("full", "moments", "norm")
+LEVELS = ("full", "norm")
 
 
 def tensor_stats(tensors: list[torch.Tensor], level: str = "full") -> list[dict[str, Any]]:
@@ -101,10 +100,9 @@ def tensor_stats(tensors: list[torch.Tensor], level: str = "full") -> list[dict[
     ``numel`` and ``values`` (a flat list when the tensor has at most 64 elements, else
     None). NaN/Inf (seen as a non-finite sum) costs a second pass over that tensor only.
 
-    ``level="moments"`` computes only ``norm``, ``absmean`` and ``nonfinite`` (two fused
-    reductions for all tensors), ``level="norm"`` only ``norm`` and ``nonfinite`` (one): what
-    the live colors need at 5 Hz. The other statistics are then NaN and ``hist`` None;
-    :data:`COMPUTED` says which are real, and ``level`` is in every result.
+    ``level="norm"`` computes only ``norm`` and ``nonfinite`` (one fused reduction for all
+    tensors): what the live colors need at 5 Hz. The other statistics are then NaN and
+    ``hist`` None; :data:`COMPUTED` says which are real, and ``level`` is in every result.
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}; got {level!r}.")
@@ -124,22 +122,16 @@ def tensor_stats(tensors: list[torch.Tensor], level: str = "full") -> list[dict[
         flat[i] = _as_float(tensors[i])
     rows: list[Any] = [[math.nan] * 6 for _ in flat]
     filled = [i for i in own if flat[i].numel()]
-    reduce = {
-        "norm": lambda xs: _fused_norms(xs, l1=False),
-        "moments": lambda xs: _fused_norms(xs, l1=True),
-        "full": _moments,
-    }[level]
-    for i, row in zip(filled, reduce([flat[i] for i in filled]), strict=True):
+    for i, row in zip(filled, _moments([flat[i] for i in filled]), strict=True):
         rows[i] = row
     nonfinite = [0] * len(flat)
     for i in filled:
         x = flat[i]
         # Norm-level rows carry NaN by design: look at the norms alone there.
-        checked = {"norm": rows[i][2:3], "moments": rows[i][2:4]}.get(level, rows[i])
-        if not all(math.isfinite(v) for v in checked):
+        if not all(math.isfinite(v) for v in rows[i]):
             fin = x[torch.isfinite(x)]
             nonfinite[i] = x.numel() - fin.numel()
-            rows[i] = reduce([fin])[0] if fin.numel() else [math.nan] * 6
+            rows[i] = _moments([fin])[0] if fin.numel() else [math.nan] * 6
     hists: list[Any] = [None] * len(flat)
     if level == "full":
         clean = [i for i in own if nonfinite[i] == 0]
@@ -177,16 +169,15 @@ def tensor_stats(tensors: list[torch.Tensor], level: str = "full") -> list[dict[
 #: The statistics each level computes (the others are NaN / None: keep earlier values).
 COMPUTED = {
     "full": frozenset(("norm", "mean", "std", "min", "max", "absmean", "hist", "nonfinite")),
-    "moments": frozenset(("norm", "absmean", "nonfinite")),
     "norm": frozenset(("norm", "nonfinite")),
 }
 
 
 def _cheap_stats(tensors: list[torch.Tensor], level: str) -> list[dict[str, Any]]:
-    """:func:`tensor_stats` at the norm levels, on the tensors as they are.
+    """:func:`tensor_stats` at the norm level, on the tensors as they are.
 
-    No flattening (a transposed gradient would be copied) and no alias detection (reducing
-    an alias twice costs less than finding it): the 5 Hz path of a GPT-2's ~300 tensors.
+    No flattening (a transposed gradient would be copied) and no alias search (reducing an
+    alias twice costs less than finding it): the 5 Hz path of a GPT-2's ~300 tensors.
     """
     xs = []
     for t in tensors:
@@ -197,28 +188,25 @@ def _cheap_stats(tensors: list[torch.Tensor], level: str) -> list[dict[str, Any]
             x = x.float()
         xs.append(x)
     filled = [i for i, x in enumerate(xs) if x.numel()]
-    rows: list[list[float]] = [[math.nan] * 6 for _ in xs]
-    norms = _fused_norms([xs[i] for i in filled], l1=level == "moments")
-    for i, row in zip(filled, norms, strict=True):
-        rows[i] = row
+    norms = [math.nan] * len(xs)
+    for i, v in zip(filled, _fused_norms([xs[i] for i in filled]), strict=True):
+        norms[i] = v
     out = []
-    for t, x, row in zip(tensors, xs, rows, strict=True):
+    for t, x, norm in zip(tensors, xs, norms, strict=True):
         numel, nf = t.numel(), 0
-        checked = row[2:3] if level == "norm" else row[2:4]
-        if numel and not all(math.isfinite(v) for v in checked):
+        if numel and not math.isfinite(norm):
             flat = x.reshape(-1)
             fin = flat[torch.isfinite(flat)]
             nf = numel - fin.numel()
-            row = _fused_norms([fin], l1=level == "moments")[0] if fin.numel() else row
-        n = numel - nf
+            norm = _fused_norms([fin])[0] if fin.numel() else math.nan
         out.append(
             {
-                "norm": row[2],
+                "norm": norm,
                 "mean": math.nan,
                 "std": math.nan,
                 "min": math.nan,
                 "max": math.nan,
-                "absmean": row[3] / n if n and level == "moments" else math.nan,
+                "absmean": math.nan,
                 "hist": None,
                 "nonfinite": nf,
                 "numel": numel,
@@ -229,21 +217,17 @@ def _cheap_stats(tensors: list[torch.Tensor], level: str) -> list[dict[str, Any]
     return out
 
 
-def _fused_norms(xs: list[torch.Tensor], l1: bool) -> list[list[float]]:
-    """Per flat tensor ``[nan, nan, L2, L1 or nan, nan, nan]``: fused float32 reductions.
+def _fused_norms(xs: list[torch.Tensor]) -> list[float]:
+    """The L2 norm of each tensor: one fused float32 reduction per device.
 
     What the live colors need, and all the intermediate tier can afford on big graphs: the
     float64 variant of the same reduction took 4x as long over a GPT-2's intermediates.
     """
-    out: list[list[float]] = [[] for _ in xs]
-    nan = math.nan
+    out = [math.nan] * len(xs)
     for idx in _by_device(xs):
-        group = [xs[i] for i in idx]
-        cols = [torch.stack(_norms(group, 2, None))]
-        if l1:
-            cols.append(torch.stack(_norms(group, 1, None)))
-        for i, row in zip(idx, torch.stack(cols).double().T.tolist(), strict=True):
-            out[i] = [nan, nan, row[0], row[1] if l1 else nan, nan, nan]
+        norms = torch.stack(_norms([xs[i] for i in idx], 2, None)).double().tolist()
+        for i, v in zip(idx, norms, strict=True):
+            out[i] = v
     return out
 
 
