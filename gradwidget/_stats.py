@@ -161,6 +161,7 @@ def tensor_stats(tensors: list[torch.Tensor], level: str = "full") -> list[dict[
                 "nonfinite": nf,
                 "numel": numel,
                 "values": _as_float(t).tolist() if numel <= SMALL else None,
+                "level": "full",
             }
         )
     return out

@@ -33,10 +33,11 @@ def data():
     return torch.randn(32, 4), torch.randn(32, 1)
 
 
-def leaf_norms(w, model) -> dict[str, tuple[float, float]]:
-    """(shown, true .grad) norm of each parameter."""
-    st = w.stats()
-    return {n: (st[f"leaf:{n}"]["norm"], p.grad.norm().item()) for n, p in model.named_parameters()}
+def step(model, opt, x, y) -> None:
+    """One plain training step."""
+    opt.zero_grad()
+    nn.functional.mse_loss(model(x), y).backward()
+    opt.step()
 
 
 def test_gradscaler_shows_the_unscaled_gradient_and_marks_skipped_steps(data):
@@ -144,9 +145,7 @@ def test_update_ratio_lint_when_far_off(data):
     w = gw.GradWidget(model, example_input=x)
     opt = torch.optim.SGD(model.parameters(), lr=50.0)  # steps that rewrite the layers
     with w.watch(every=0):
-        opt.zero_grad()
-        nn.functional.mse_loss(model(x), y).backward()
-        opt.step()
+        step(model, opt, x, y)
     assert "update-large" in {lint["code"] for lint in w.lints}
 
 
@@ -192,9 +191,7 @@ def test_non_reentrant_checkpoint_is_watched_once(data):
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     watcher = w.watch(every=0)
     for _ in range(2):
-        opt.zero_grad()
-        nn.functional.mse_loss(model(x), y).backward()
-        opt.step()
+        step(model, opt, x, y)
     st = w.stats()
     for name, _p in model.named_parameters():
         assert st[f"leaf:{name}"]["norm"] > 0
@@ -247,9 +244,7 @@ def test_tier_counters_and_rates(data):
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     watcher = w.watch(every=0)
     for _ in range(5):
-        opt.zero_grad()
-        nn.functional.mse_loss(model(x), y).backward()
-        opt.step()
+        step(model, opt, x, y)
     gw_state = w.grad_watch
     assert watcher.leaf_samples == 5 and watcher.op_samples == 5 and watcher.samples == 5
     assert gw_state["leaf_samples"] == 5 and gw_state["op_samples"] == 5
@@ -270,9 +265,7 @@ def test_default_rates_keep_the_leaf_tier_at_its_clock(data):
     watcher = w.watch()
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < 1.5:
-        opt.zero_grad()
-        nn.functional.mse_loss(model(x), y).backward()
-        opt.step()
+        step(model, opt, x, y)
     elapsed = time.perf_counter() - t0
     # At most one per 200 ms (plus the first), and not starved by the intermediate tier.
     assert 3 <= watcher.leaf_samples <= elapsed / 0.2 + 2
@@ -286,9 +279,7 @@ def test_no_hooks_leak_after_an_error_in_the_loop(data):
     w = gw.GradWidget(model, example_input=x)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     with pytest.raises(ZeroDivisionError), w.watch(every=0):
-        opt.zero_grad()
-        nn.functional.mse_loss(model(x), y).backward()
-        opt.step()
+        step(model, opt, x, y)
         1 / 0  # noqa: B018
     assert _optstep.listening() == 0 and len(model._forward_hooks) == 0
     assert not _global_optimizer_pre_hooks
@@ -315,3 +306,64 @@ def test_gradscaler_with_a_fused_optimizer_is_unscaled_too(data):
             scaler.update()
             for name, norm in true.items():
                 assert w.stats()[f"leaf:{name}"]["norm"] == pytest.approx(norm, rel=1e-5)
+
+
+def test_gpt2_under_gradscaler_and_bf16_shows_the_unscaled_gradient():
+    """The issue's setup on a real Hugging Face model (built from a config, no download)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=200, n_positions=32)
+    model = transformers.GPT2LMHeadModel(config)
+    ids = torch.randint(0, 200, (2, 16))
+    with gw.record(model) as rec:
+        graph = rec.graph_of(model(input_ids=ids, labels=ids).loss)
+    w = gw.GradWidget(graph)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler("cpu")
+    used = {}
+
+    def spy(optimizer, args, kwargs):
+        used.update({n: p.grad.norm().item() for n, p in model.named_parameters()})
+
+    handle = register_optimizer_step_pre_hook(spy)
+    try:
+        with w.watch(model, every=0):
+            for _ in range(2):
+                opt.zero_grad()
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = model(input_ids=ids, labels=ids).loss
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                st = w.stats()
+                for name, norm in used.items():
+                    assert st[f"leaf:{name}"]["norm"] == pytest.approx(norm, rel=1e-5), name
+    finally:
+        handle.remove()
+    assert w.grad_watch["scale"] == scaler.get_scale()
+    ops = [s for s in w.stats().values() if s["kind"] == "op"]
+    assert len(ops) > 50 and all(s.get("unscaled_by") for s in ops)
+
+
+def test_the_selected_node_gets_full_statistics_at_every_sample(data):
+    x, y = data
+    model = mlp()
+    w = gw.GradWidget(model, example_input=x)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    watcher = w.watch(every=1e-9, max_overhead=1.0)  # every step, at the norm level
+    for _ in range(3):
+        step(model, opt, x, y)
+    tanh = next(n.id for n in w.graph.nodes if n.op == "TanhBackward0")
+    assert math.isnan(watcher.last_sample[tanh]["mean"])  # norms only
+    w.selected = tanh
+    assert watcher.detail == {tanh}
+    step(model, opt, x, y)
+    s = watcher.last_sample[tanh]
+    assert s["level"] == "full" and sum(s["hist"]) == s["numel"] and math.isfinite(s["mean"])
+    w.selected = ""
+    assert watcher.detail == set()
+    w.unwatch()
