@@ -85,6 +85,7 @@ class Active:
         self.lr_sent = 0
         self.best = math.inf
         self.sweep: list[float] = []
+        self.live_lr: float | None = None  # an lr set live while the run was in flight
 
     def log_manual(self, lr: float | None, loss: Any, metrics: dict[str, Any]) -> bool:
         """A ``log()`` of a manual run; True when it just diverged (marked, never raised:

@@ -148,6 +148,8 @@ class Trainer(LoopHelpers):
                 lr = a.sweep[0]
             a.opt = make_optimizer(name, module.parameters(), lr, settings)
             a.sched = make_scheduler(schedule, a.opt, total) if kind == "train" else None
+            if a.live_lr is not None:
+                self._retune(a)
             self._hook("begin_run")
             body(a.opt, a.sched, lr)
             run["status"] = "done"
@@ -209,15 +211,23 @@ class Trainer(LoopHelpers):
         s = self.pub.settings()
         if name == "lr" and s.get("live"):
             a = self._active
-            if a is not None and a.kind == "train" and a.opt is not None:
-                lr = float(s["lr"])
-                for g in a.opt.param_groups:
-                    g["lr"] = lr
-                if a.sched is not None:
-                    a.sched.base_lrs = [lr for _ in a.sched.base_lrs]
+            if a is not None and a.kind == "train" and a.cancel is None:
+                # A run still starting has no optimizer yet: it takes the lr when it makes one.
+                a.live_lr = float(s["lr"])
+                if a.opt is not None:
+                    self._retune(a)
                 a.run["note"] = "lr changed live during the run"
                 return
         self.request("train")
+
+    @staticmethod
+    def _retune(a: Active) -> None:
+        """Live mode: the run in flight steps with ``a.live_lr`` from now on."""
+        lr = a.live_lr
+        for g in a.opt.param_groups:  # type: ignore[union-attr]
+            g["lr"] = lr
+        if a.sched is not None:
+            a.sched.base_lrs = [lr for _ in a.sched.base_lrs]
 
     def stop(self) -> None:
         """Stop the run in flight and drop any scheduled rerun (does not wait)."""
