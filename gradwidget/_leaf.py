@@ -61,8 +61,7 @@ class LeafTier:
         self.cost = 0.0  # CPU seconds of the last sample
         self.recent: list[float] = []  # costs of the last samples
         self.cpu_seconds = 0.0
-        #: Statistics read just before ``clip_grad_norm_`` this step, and what it did.
-        self.preclip: dict[str, dict[str, Any]] | None = None
+        #: What ``clip_grad_norm_`` did this step (its total norm and max_norm).
         self.clip: dict[str, Any] | None = None
         self._scaler: weakref.ref | None = None
         self.scale: float | None = None  # GradScaler's scale at the last sample

@@ -52,13 +52,58 @@ def _lint(code: str, severity: str, node: str, name: str, message: str, advice: 
     }
 
 
-def nonfinite(stats: dict[str, dict[str, Any]]) -> list[dict]:
-    """NaN/Inf: one lint for the node nearest the loss (where backward met it first)."""
+#: What to do, by where a NaN/Inf gradient starts (``origin["kind"]``).
+_ORIGIN_ADVICE = {
+    "backward": "Guard the op at its singular point (sqrt(x + eps), clamp before log or "
+    "a division), or clip gradients.",
+    "forward": "Guard it in the forward: an epsilon in the divisor, clamp before log/exp; "
+    "lower the learning rate if the values overflow.",
+    "data": "Check the inputs for NaN/Inf (torch.isfinite(x).all()) before the forward pass.",
+    "leaf": "The weights are NaN/Inf already: an earlier step diverged. Lower the learning "
+    "rate, clip gradients, and restart from a checkpoint.",
+}
+_ORIGIN_WHY = {
+    "backward": "its backward turns finite gradients into NaN/Inf (e.g. sqrt, log, pow or "
+    "a division at 0)",
+    "forward": "its forward output already holds NaN/Inf (e.g. a division by 0, log of 0, "
+    "overflow), so every gradient through it does too",
+    "data": "the data it reads is already NaN/Inf",
+    "leaf": "its values are NaN/Inf",
+}
+
+
+def origin_text(origin: dict[str, Any]) -> str:
+    """ "NaN gradient starts at <module> · <Op>, source line f.py:42: <why>"."""
+    where = " · ".join(p for p in (origin.get("module"), origin.get("op")) if p)
+    if origin["kind"] == "leaf":
+        where = f"the parameter {origin['name']}"
+    text = f"{origin['value']} gradient starts at {where or origin['name']}"
+    if origin.get("source"):
+        text += f", source line {origin['source']}"
+    return f"{text}: {_ORIGIN_WHY[origin['kind']]}"
+
+
+def nonfinite(stats: dict[str, dict[str, Any]], origin: dict[str, Any] | None = None) -> list[dict]:
+    """NaN/Inf: one lint, for where it starts when a traced step found that
+    (:mod:`gradwidget._origin`), else for the node nearest the loss."""
     bad = [(s.get("index", 0), nid, s) for nid, s in stats.items() if s["nonfinite"]]
     if not bad:
         return []
+    n = len(bad)
+    if origin is not None:
+        held = f" ({n:,} node{'s' * (n != 1)} hold NaN/Inf gradients now)."
+        return [
+            _lint(
+                "nonfinite",
+                "error",
+                origin["node"],
+                origin["name"],
+                origin_text(origin) + held,
+                _ORIGIN_ADVICE[origin["kind"]],
+            )
+        ]
     _, nid, s = max(bad, key=lambda b: b[0])
-    others = len(bad) - 1
+    others = n - 1
     more = f" ({others} more node{'s' * (others != 1)} downstream in backward)" if others else ""
     return [
         _lint(
@@ -68,7 +113,7 @@ def nonfinite(stats: dict[str, dict[str, Any]]) -> list[dict]:
             s["name"],
             f"{s['nonfinite']:,} of {s['numel']:,} gradient values of {s['name']} are NaN/Inf"
             + more
-            + ".",
+            + ". The next sampled step is traced to find where it starts.",
             "Lower the learning rate, check the inputs and the loss for NaN/Inf, guard "
             "log/sqrt/division against 0, or clip gradients; run one step under "
             "torch.autograd.detect_anomaly() to find the op that produced it.",
@@ -192,8 +237,8 @@ def step_lints(
                 "",
                 "clip_grad_norm_",
                 f"Gradients were clipped this step: their total norm {s['clip_total_norm']:.3g} "
-                "was above max_norm. The colors show the norms before clipping; the optimizer "
-                "stepped with the clipped gradient.",
+                f"was above max_norm {s.get('clip_max_norm', math.nan):.3g}. The colors show "
+                "the clipped gradient the optimizer stepped with.",
                 "Frequent clipping hides exploding gradients: a smaller learning rate or "
                 "warm-up may be the better fix.",
             )

@@ -2,7 +2,8 @@
 
 A mixin of :class:`gradwidget._watch.Watcher` (which owns the state named here); called by
 :mod:`gradwidget._optstep` on the training thread. At a due optimizer step the parameters'
-``.grad`` is read (before clipping when ``clip_grad_norm_`` comes first), GradScaler's scale is
+``.grad`` is read (after any ``clip_grad_norm_``, which only notes the norm it clipped from: the
+colors are the gradient the optimizer steps with), GradScaler's scale is
 noted (intermediates of the step are divided by it), a copy of the weights is kept, and the
 step is published when the optimizer is done, with each parameter's measured update ratio.
 """
@@ -37,13 +38,14 @@ class AtOptimizerStep:
 
     # ---- the leaf tier: optimizer steps and clipping (called by _optstep) ---------------
     def before_clip(self, params: list[torch.Tensor], max_norm: float, total: Any) -> None:
-        """Just before ``clip_grad_norm_`` clips: read the pre-clip gradient when due."""
+        """Just before ``clip_grad_norm_`` clips: note the total norm it clips from, when due.
+
+        ``total`` is the norm torch computed already: nothing is read here.
+        """
         leaf = self._leaf
         try:
             due = leaf is not None and self._active and leaf.due(time.perf_counter())
             if due and leaf.covers(params):
-                full = self._held is not None or not self.every
-                leaf.preclip = leaf.read("full" if full else "norm")
                 norm, limit = float(total), float(max_norm)
                 leaf.clip = {"total_norm": norm, "max_norm": limit, "clipped": norm > limit}
         except Exception as err:
@@ -76,12 +78,13 @@ class AtOptimizerStep:
         now = time.perf_counter()
         full = self.every == 0 or leaf.full_force or now >= leaf.full_next
         level = "full" if full else "norm"
-        stats = leaf.preclip if leaf.preclip is not None else leaf.read(level, self.detail)
-        clip, leaf.preclip, leaf.clip = leaf.clip, None, None
+        stats = leaf.read(level, self.detail)
+        clip, leaf.clip = leaf.clip, None
         for s in stats.values():
             if clip is not None:
                 s["clipped"] = clip["clipped"]
                 s["clip_total_norm"] = clip["total_norm"]
+                s["clip_max_norm"] = clip["max_norm"]
         scale = leaf.note_scaler(find_scaler())
         if scale:
             for s in ops.values():

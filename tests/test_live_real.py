@@ -103,7 +103,7 @@ def test_accumulation_shows_the_accumulated_gradient_at_the_step(data):
     assert "accumulating" not in {lint["code"] for lint in w.lints}  # on purpose: no lint
 
 
-def test_clipping_shows_the_pre_clip_norm_and_marks_it(data):
+def test_clipping_shows_the_clipped_gradient_and_the_norm_it_came_from(data):
     x, y = data
     model = mlp()
     w = gw.GradWidget(model, example_input=x)
@@ -111,14 +111,16 @@ def test_clipping_shows_the_pre_clip_norm_and_marks_it(data):
     with w.watch(every=0):
         opt.zero_grad()
         (100 * nn.functional.mse_loss(model(x), y)).backward()
-        before = {n: p.grad.norm().item() for n, p in model.named_parameters()}
         total = clip_grad_norm_(model.parameters(), 0.5)
+        after = {n: p.grad.norm().item() for n, p in model.named_parameters()}
         opt.step()
     shown = w.stats()
-    for name, norm in before.items():
+    assert float(total) > 0.5
+    for name, norm in after.items():
         s = shown[f"leaf:{name}"]
-        assert s["norm"] == pytest.approx(norm, rel=1e-5)  # before clipping
+        assert s["norm"] == pytest.approx(norm, rel=1e-5)  # what the optimizer stepped with
         assert s["clipped"] is True and s["clip_total_norm"] == pytest.approx(float(total))
+        assert s["clip_max_norm"] == 0.5
     assert "clipped" in {lint["code"] for lint in w.lints}
     assert torch.nn.utils.clip_grad._clip_grads_with_norm_ is ORIGINAL_CLIP  # unwrapped again
 
