@@ -9,31 +9,39 @@ import importlib
 
 #: Public name -> the private module that defines it.
 _EXPORTS = {
+    "AttachedWidget": "_attach",
     "GradWidget": "_widget",
     "Graph": "_graph",
     "JacobianWidget": "_jacobian",
     "LintConfig": "_lint",
+    "Publication": "_publish",
     "ModuleInfo": "_graph",
     "Node": "_graph",
     "SavedTensor": "_graph",
     "Watcher": "_watch",
+    "attach": "_attach",
     "capture": "_capture",
     "jacobian": "_jacobian",
+    "publish": "_publish",
     "record": "_record",
     "show": "_widget",
 }
 
 __all__ = [
+    "AttachedWidget",
     "GradWidget",
     "Graph",
     "JacobianWidget",
     "LintConfig",
     "ModuleInfo",
     "Node",
+    "Publication",
     "SavedTensor",
     "Watcher",
+    "attach",
     "capture",
     "jacobian",
+    "publish",
     "record",
     "show",
 ]

@@ -114,7 +114,8 @@ export function mountRunsPlot({ model, ctx }) {
 
   function draw() {
     const runs = model.get("run_info") || [];
-    box.hidden = !model.get("trainable");
+    // A job followed from its log (attach) has runs but nothing to train here.
+    box.hidden = !model.get("trainable") && !runs.length;
     const ids = new Set(runs.map((r) => r.id));
     for (const id of [...data.keys()]) if (!ids.has(id)) data.delete(id);
     empty.hidden = runs.length > 0;
