@@ -19,6 +19,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import sys
+import weakref
 
 import anywidget
 import traitlets
@@ -45,6 +47,10 @@ class VizLoader(anywidget.AnyWidget):
 
 
 _loader: VizLoader | None = None
+# marimo's `marimo run` serves every browser tab from one process, each tab a session of its
+# own: a widget's comm reaches only the session it was opened in, so each session gets its
+# own loader, dropped with the session. Keyed by id(): marimo's contexts are unhashable.
+_session_loaders: dict[int, tuple[weakref.ref, VizLoader]] = {}
 
 
 def _gzip(data: bytes) -> bytes:
@@ -52,23 +58,59 @@ def _gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=9, mtime=0)
 
 
+def _marimo_session() -> object | None:
+    """marimo's runtime context of the running session, None outside marimo."""
+    context = sys.modules.get("marimo._runtime.context")  # never import marimo ourselves
+    if context is None:
+        return None
+    try:
+        return context.safe_get_context()
+    except Exception:  # another marimo layout: fall back to one loader per process
+        return None
+
+
+def _new_loader() -> VizLoader:
+    viz = (STATIC / "viz.mjs.gz").read_bytes()
+    js = (STATIC / "widget.js").read_bytes()
+    css = (STATIC / "widget.css").read_bytes()
+    constants = frontend()
+    # The page keeps one front-end module per digest, configured with these constants:
+    # they are part of what the digest names.
+    shared = json.dumps(constants, sort_keys=True).encode()
+    return VizLoader(
+        viz_gz=viz,
+        digest=hashlib.sha256(viz).hexdigest(),
+        frontend_gz=_gzip(js),
+        css_gz=_gzip(css),
+        frontend_digest=hashlib.sha256(js + b"\0" + css + b"\0" + shared).hexdigest(),
+        constants=constants,
+    )
+
+
+def _session_loader(session: object) -> VizLoader:
+    key = id(session)
+    ref, loader = _session_loaders.get(key, (None, None))
+    if ref is not None and ref() is session and loader is not None and loader.comm is not None:
+        return loader
+
+    def forget(dead: weakref.ref, key: int = key) -> None:
+        if _session_loaders.get(key, (None,))[0] is dead:
+            del _session_loaders[key]
+
+    loader = _new_loader()
+    _session_loaders[key] = (weakref.ref(session, forget), loader)
+    return loader
+
+
 def get_loader() -> VizLoader:
-    """The kernel's loader widget, created on first use."""
+    """The kernel's (in marimo: the session's) loader widget, created on first use."""
     global _loader
+    session = _marimo_session()
+    if session is not None:
+        try:
+            return _session_loader(session)
+        except TypeError:  # a context that cannot be weakly referenced
+            pass
     if _loader is None or _loader.comm is None:
-        viz = (STATIC / "viz.mjs.gz").read_bytes()
-        js = (STATIC / "widget.js").read_bytes()
-        css = (STATIC / "widget.css").read_bytes()
-        constants = frontend()
-        # The page keeps one front-end module per digest, configured with these constants:
-        # they are part of what the digest names.
-        shared = json.dumps(constants, sort_keys=True).encode()
-        _loader = VizLoader(
-            viz_gz=viz,
-            digest=hashlib.sha256(viz).hexdigest(),
-            frontend_gz=_gzip(js),
-            css_gz=_gzip(css),
-            frontend_digest=hashlib.sha256(js + b"\0" + css + b"\0" + shared).hexdigest(),
-            constants=constants,
-        )
+        _loader = _new_loader()
     return _loader

@@ -8,6 +8,7 @@ import { makeTooltip } from "./tooltip.js";
 import { mountVector } from "./vector_controls.js";
 import { el } from "./dom.js";
 import { float32 } from "./wire.js";
+import { watchTheme } from "./root_styles.js";
 
 /** Values shown as numbers (not only colors) when J has at most this many columns. */
 const MAX_NUMBERS = 12;
@@ -139,7 +140,8 @@ export default {
     const t0 = performance.now();
     const root = el("div", "gradwidget gw-jacobian", host);
     // Every model listener of this view, removed when the view goes (re-display, close).
-    const unlisten = [];
+    // The stylesheet is the widget's _css, which the host puts in the view's root itself.
+    const unlisten = [watchTheme(root)];
     const listen = (event, fn) => {
       model.on(event, fn);
       unlisten.push(() => model.off(event, fn));

@@ -105,8 +105,8 @@ async function startWorker(source) {
 
 /**
  * The graph front-end module, handed the kernel's shared constants (the loader's
- * `constants` trait, gradwidget/_constants.py frontend(); part of `digest`); its stylesheet
- * is added to the page once.
+ * `constants` trait, gradwidget/_constants.py frontend(); part of `digest`) and its
+ * stylesheet, which each view puts into the root it renders in (root_styles.js).
  * @param {any} model the loader's model
  * @param {string} digest
  * @returns {Promise<any>} the module namespace of static/widget.js
@@ -117,14 +117,9 @@ async function loadFrontend(model, digest) {
     gunzipText(model.get("frontend_gz")),
     gunzipText(model.get("css_gz")),
   ]);
-  if (!document.querySelector(`style[data-gradwidget="${digest}"]`)) {
-    const style = document.createElement("style");
-    style.dataset.gradwidget = digest;
-    style.textContent = css;
-    document.head.appendChild(style);
-  }
   const mod = await importText(code);
   mod.setConstants(model.get("constants"));
+  mod.setStylesheet(css, digest);
   return mod;
 }
 

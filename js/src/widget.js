@@ -45,9 +45,12 @@ import { mountRunsPlot } from "./runs_plot.js";
 import { nodeTable } from "./wire.js";
 import { el as h } from "./dom.js";
 import { formatBytes } from "./format.js";
+import { adoptStyles, watchTheme } from "./root_styles.js";
 
 // The loader hands the kernel's shared constants over before any view renders (loader.js).
 export { setConstants } from "./shared.js";
+// ...and the stylesheet, applied per root (the page's document, or marimo's shadow root).
+export { setStylesheet } from "./root_styles.js";
 
 /**
  * The per-view context object documented above (the graph view fills in the restyle API).
@@ -137,8 +140,9 @@ function mountHeader({ model, el, ctx }) {
 export default {
   render({ model, el, host }) {
     el.classList.add("gradwidget");
+    const cleanups = [adoptStyles(el), watchTheme(el)];
     const ctx = createContext(model, host, el);
-    const cleanups = [mountHeader({ model, el, ctx })];
+    cleanups.push(mountHeader({ model, el, ctx }));
     const body = h("div", "gw-body", el);
     cleanups.push(mountGraph({ model, host, el: body, ctx }));
     body.appendChild(ctx.panels.side);
