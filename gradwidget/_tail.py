@@ -276,26 +276,41 @@ class JobTail:
             elif state == "failed":
                 err = beat.get("error") or ""
                 (lost_peer if _PEER_LOST.search(err) else failed).append(r)
-            out["ranks"][r] = {"state": state, "age": age, "error": beat and beat.get("error")}
+            shown_age = None if age is None else round(age)
+            out["ranks"][r] = {
+                "state": state,
+                "age": shown_age,
+                "error": beat and beat.get("error"),
+            }
         ages = [a for a in (self.beat_age(r) for r in range(world)) if a is not None]
         quiet = min(ages) if ages else None
         name = f"job {job['job']} ({world} rank{'s' if world != 1 else ''})"
-        alive = [r for r in range(world) if out["ranks"][r]["state"] == "running"]
-        if self.end is not None and self.end.get("state") == "finished" and not failed and not gone:
+        ranks = out["ranks"]
+        alive = [r for r in range(world) if ranks[r]["state"] in ("running", "unknown")]
+        why = ""
+        # Who failed: a rank that ended with its own error; else, when ranks lost their
+        # connection, the ones that said nothing (a healthy rank would have lost it too);
+        # else a rank whose heartbeat stopped while others went on.
+        culprits = failed
+        if not culprits and lost_peer:
+            culprits = gone + alive
+            peers = ", ".join(str(r) for r in lost_peer)
+            why = f" (rank {peers} lost the connection to it)"
+        elif not culprits and gone and alive:
+            culprits = gone
+        if culprits:
+            first = ranks[culprits[0]]
+            if first["error"]:
+                why = f": {first['error']}"
+            elif not why:
+                why = f" (no heartbeat for {first['age'] or 0:.0f} s)"
+        if self.end is not None and self.end.get("state") == "finished" and not culprits:
             out.update(state="finished", text=f"{name}: job finished")
-        elif failed or (gone and (alive or lost_peer)):
-            culprits = failed or gone
-            out["failed"] = culprits
-            first = culprits[0]
-            err = out["ranks"][first]["error"]
-            why = f": {err}" if err else f" (no heartbeat for {out['ranks'][first]['age']:.0f} s)"
+        elif culprits:
             which = ", ".join(str(r) for r in culprits)
-            out.update(state="failed", text=f"{name}: rank {which} failed{why}")
-        elif lost_peer and not alive:
-            err = out["ranks"][lost_peer[0]]["error"]
-            out.update(state="failed", failed=lost_peer, text=f"{name}: job failed: {err}")
-        elif self.end is not None:
-            err = self.end.get("error")
+            out.update(state="failed", failed=culprits, text=f"{name}: rank {which} failed{why}")
+        elif lost_peer or self.end is not None:
+            err = ranks[lost_peer[0]]["error"] if lost_peer else (self.end or {}).get("error")
             out.update(state="failed", text=f"{name}: job failed" + (f": {err}" if err else ""))
         elif quiet is not None and quiet > stale:
             out.update(state="stopped", text=f"{name}: job stopped writing {quiet:.0f} s ago")
