@@ -31,7 +31,7 @@ from ._autograd import (
     walk_depth,
 )
 from ._graph import Graph, ModuleInfo, Node, module_ancestors, shape_text
-from ._names import leaf_names, names_in_frame, user_frame
+from ._names import leaf_names, names_in_frame, owner_in_frame, user_frame
 from ._record import record
 
 
@@ -86,13 +86,18 @@ def build(
     """
     outputs = _check_outputs(outputs)
     meta = recorder.meta if recorder is not None else {}
-    explicit, owners, module_types = leaf_names(params, module)
     drain()
     order, depth = walk_depth(t.grad_fn for t in outputs)
     keep_deep_graph(order, depth, outputs)
     infos = [type_info(fn) for fn in order]
 
     leaves = [fn.variable for fn, info in zip(order, infos, strict=True) if info.is_accumulate]
+    found: dict[int, str] = {}
+    if module is None and params is None:
+        # No module given: the models in the caller's namespace that hold these leaves.
+        module, found = owner_in_frame(frame, leaves)
+    explicit, owners, module_types = leaf_names(params, module)
+    explicit = {**found, **explicit}
     unnamed = [t for t in leaves + outputs if id(t) not in explicit]
     inferred = names_in_frame(frame, unnamed)
 
@@ -232,7 +237,9 @@ def capture(
         to that op (like torchviz's ``show_saved``). Either way every op lists them in
         ``Node.saved``.
 
-    Without ``params`` or ``module``, leaves are named from the caller's variables where one
+    Without ``params`` or ``module``, parameters are named after the model in the caller's
+    namespace that holds them (``0.weight`` when one module holds them all, else
+    ``model.0.weight``, ``head.bias``), other leaves after the caller's variables where one
     unambiguous name refers to them, else by shape. Post-hoc capture knows each op's output
     shape and saved tensors, but not which module or source line ran it: use
     :class:`record` for that.

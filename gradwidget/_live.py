@@ -141,7 +141,7 @@ class LiveGradients(traitlets.HasTraits):
             self.grad_watch = {**self.grad_watch, "watching": False}
             trainer = getattr(self, "_trainer", None)
             if trainer is not None:
-                trainer.end_manual()  # a watched loop's "manual" run ends with the watch
+                trainer.end_manual(watched_only=True)  # a watched loop's run ends with it
 
     def _send_grads(self, watcher: Watcher, changed: list[str]) -> None:
         sample = watcher.last_sample

@@ -80,25 +80,84 @@ class LoopHelpers:
         """``log()`` in a watched loop of the user's own: a run named "manual"."""
         with self._cond:
             m = self._manual
-            if m is None:
-                m = self._manual = Active(manual_run(info), 0, "train", sync=True)
-                m.run["id"] = self._next_id
-                self._next_id += 1
-                self._runs.append(m.run)
-                del self._runs[:-MAX_RUNS]
-        if m.log_manual(info.get("lr"), loss, metrics):
+        if m is None:
+            m = self.begin_manual(info, watched=True)
+        self._log_into(m, info.get("lr"), loss, metrics)
+
+    def begin_manual(
+        self,
+        info: dict[str, Any],
+        *,
+        total: int | None = None,
+        note: str | None = None,
+        watched: bool = False,
+    ) -> Active:
+        """Start a run of a loop that is not ours (a watched loop, a framework's ``fit``).
+
+        ``total`` steps, when known, give the progress bar its end; ``note`` says where the
+        run comes from; a ``watched`` run (``log()`` in a watched loop) ends with its watch.
+        Any earlier such run ends first.
+        """
+        self.end_manual()
+        m = Active(manual_run(info), total or 0, "train", sync=True)
+        m.fixed_total = total is not None
+        m.watched = watched
+        m.run["note"] = note
+        with self._cond:
+            m.run["id"] = self._next_id
+            self._next_id += 1
+            self._manual = m
+            self._runs.append(m.run)
+            del self._runs[:-MAX_RUNS]
+        self._publish_runs()
+        return m
+
+    def log_manual(
+        self,
+        loss: Any = None,
+        *,
+        step: int | None = None,
+        lr: float | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a step of the run :meth:`begin_manual` started (no-op when none is).
+
+        ``step``: the framework's own step count, when its logs skip steps.
+        """
+        with self._cond:
+            m = self._manual
+        if m is not None:
+            self._log_into(m, lr, loss, metrics or {}, step)
+
+    def _log_into(
+        self, m: Active, lr: Any, loss: Any, metrics: dict[str, Any], step: int | None = None
+    ) -> None:
+        total = m.total
+        if m.log_manual(lr, loss, metrics):
             print(f"Run #{m.run['id']}: {m.run['error']}", file=sys.stderr)
             self._publish_runs()
+        if step is not None:
+            m.step = int(step)
+        if m.fixed_total:
+            m.total = m.run["steps"] = max(total, m.step)
         self._flush(m)
 
-    def end_manual(self) -> None:
-        """The watched loop is over (unwatched, or a run of ours starts): close its run."""
+    def end_manual(
+        self, status: str = "done", note: str | None = None, *, watched_only: bool = False
+    ) -> None:
+        """The run of a loop not ours is over: close it (``status`` unless it diverged).
+
+        ``watched_only``: only a run that ends with its watch (the watch just ended).
+        """
         with self._cond:
-            m, self._manual = self._manual, None
-        if m is None:
-            return
+            m = self._manual
+            if m is None or (watched_only and not m.watched):
+                return
+            self._manual = None
         if m.run["status"] == "running":
-            m.run["status"] = "done"
+            m.run["status"] = status
+        if note:
+            m.run["note"] = note if not m.run["note"] else f"{m.run['note']}; {note}"
         self._flush(m, force=True)
         self._publish_runs()
 

@@ -102,3 +102,67 @@ def leaf_names(
             raise TypeError("params must be a mapping of name -> tensor.")
         names.update({id(p): str(n) for n, p in params.items()})
     return names, owners, types
+
+
+def _public_scopes(frame: FrameType) -> list[Mapping[str, Any]]:
+    scopes = [frame.f_locals]
+    if frame.f_globals is not frame.f_locals:
+        scopes.append(frame.f_globals)
+    return scopes
+
+
+def owner_in_frame(
+    frame: FrameType | None, leaves: list[torch.Tensor]
+) -> tuple[torch.nn.Module | None, dict[int, str]]:
+    """The modules in ``frame`` whose parameters are among ``leaves``, and what they name.
+
+    Looks through the frame's locals and globals for ``nn.Module``s holding the leaves.
+
+    Returns
+    -------
+    module, names
+        ``module``: the one module that owns every parameter leaf (a graph of one model;
+        then name its leaves as ``module=`` would: ``0.weight``), else None and ``names``:
+        ``id(leaf) -> "var.path"`` for leaves exactly one outermost module variable holds
+        (``model.0.weight``, ``head.bias``). Leaves held ambiguously are left out.
+    """
+    if frame is None or not leaves:
+        return None, {}
+    wanted = {id(t) for t in leaves}
+    found: list[tuple[str, torch.nn.Module, dict[int, str]]] = []
+    seen: dict[int, str] = {}  # id(module) -> the first variable naming it
+    clash: set[int] = set()  # modules that several variables name
+    for scope in _public_scopes(frame):
+        for var, v in list(scope.items()):
+            if var.startswith("_") or not isinstance(v, torch.nn.Module):
+                continue
+            if id(v) in seen:
+                if seen[id(v)] != var:
+                    clash.add(id(v))
+                continue
+            seen[id(v)] = var
+            held = {id(p): n for n, p in v.named_parameters() if id(p) in wanted}
+            if held:
+                found.append((var, v, held))
+    if not found:
+        return None, {}
+    owned = set().union(*(set(h) for _, _, h in found))
+    covering = [(m, h) for _, m, h in found if len(h) == len(owned)]
+    if covering:
+        # The smallest module that holds them all: a wrapper (DDP, a LightningModule)
+        # holding the same parameters adds nothing but a prefix.
+        mod, _ = min(covering, key=lambda c: sum(1 for _ in c[0].parameters()))
+        return mod, {}
+    names: dict[int, str] = {}
+    shared: set[int] = set()
+    for i, (var, mod, held) in enumerate(found):
+        inside = [other for j, (_, other, h) in enumerate(found) if j != i and set(held) <= set(h)]
+        if any(mod in set(o.modules()) for o in inside) or id(mod) in clash:
+            continue  # a submodule of another candidate, or one object under two names
+        for pid, path in held.items():
+            if pid in names or pid in shared:
+                names.pop(pid, None)  # two unrelated modules share it: ambiguous
+                shared.add(pid)
+                continue
+            names[pid] = f"{var}.{path}"
+    return None, names

@@ -3,11 +3,12 @@
 Parameter gradients are final only when the optimizer is about to use them: after DDP's
 all-reduce (``backward()`` has returned), after ``GradScaler.unscale_``, after accumulation
 over micro-batches. A global optimizer step pre-hook (one per process, while something is
-watched) tells each listener about every ``optimizer.step()``; a wrapper around the
+watched) tells each listener about every ``optimizer.step()`` (when a closure computes the
+gradient inside ``step()``, once the closure has returned); a wrapper around the
 function ``clip_grad_norm_`` clips with (``torch.nn.utils.clip_grad._clip_grads_with_norm_``,
 looked up at each call, so even ``from torch.nn.utils import clip_grad_norm_`` done earlier is
 seen; Lightning and accelerate clip through it too) tells them just before gradients are
-clipped, with the total norm, so the pre-clip gradient can be read. Both cost one Python call
+clipped, with the total norm it clips from. Both cost one Python call
 per step (0.6 µs measured for the pre-hook) and a clock check per listener between samples.
 """
 
@@ -89,7 +90,36 @@ def _alive() -> list[Any]:
     return [x for x in (r() for r in list(_listeners)) if x is not None]
 
 
-def _before_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+def _before_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Any:
+    # ``args`` starts with the optimizer itself (step is wrapped as a plain function).
+    at = 1 if args and args[0] is optimizer else 0
+    closure = kwargs.get("closure") if kwargs else None
+    positional = closure is None and len(args) > at and callable(args[at])
+    if positional:
+        closure = args[at]
+    if closure is None:
+        _tell(optimizer)
+        return None
+    # A closure computes the gradient inside step() (Lightning, LBFGS): the listeners are
+    # told when its first call returns, on the gradient the update then uses (LBFGS calls
+    # it again in its line search; its first direction comes from the first call).
+    told = False
+
+    @functools.wraps(closure)
+    def then_tell(*a: Any, **k: Any) -> Any:
+        nonlocal told
+        out = closure(*a, **k)
+        if not told:
+            told = True
+            _tell(optimizer)
+        return out
+
+    if positional:
+        return (*args[:at], then_tell, *args[at + 1 :]), kwargs
+    return args, {**kwargs, "closure": then_tell}
+
+
+def _tell(optimizer: torch.optim.Optimizer) -> None:
     # Every optimizer step of the process passes here: no list built, one call per listener.
     for ref in tuple(_listeners):
         listener = ref()

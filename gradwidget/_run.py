@@ -86,6 +86,8 @@ class Active:
         self.best = math.inf
         self.sweep: list[float] = []
         self.live_lr: float | None = None  # an lr set live while the run was in flight
+        self.fixed_total = False  # a manual run whose length its framework told us
+        self.watched = False  # a manual run that ends with the watch that started it
 
     def log_manual(self, lr: float | None, loss: Any, metrics: dict[str, Any]) -> bool:
         """A ``log()`` of a manual run; True when it just diverged (marked, never raised:

@@ -26,6 +26,8 @@ STATIC_FALLBACK = True
 
 def graph_from(source: Any, example_input: Any = None) -> tuple[Graph, torch.nn.Module | None]:
     """Build the Graph a widget shows from a Graph, an output tensor or a module."""
+    if source is None:
+        return Graph([], []), None
     if isinstance(source, Graph):
         return source, None
     if isinstance(source, torch.nn.Module):
@@ -80,9 +82,10 @@ class GradWidget(GraphView, TrainingControls, LiveGradients, anywidget.AnyWidget
 
     Parameters
     ----------
-    source : Graph, torch.Tensor or torch.nn.Module
+    source : Graph, torch.Tensor or torch.nn.Module, optional
         What to draw. A module records one forward pass on ``example_input`` so the graph
-        is clustered by module and carries source lines.
+        is clustered by module and carries source lines. None: an empty widget that a
+        training callback (:meth:`lightning_callback`, :meth:`hf_callback`) draws into.
     example_input : tensor or tuple of tensors, optional
         Input for one forward pass when ``source`` is a module.
     depth : int, optional
@@ -105,7 +108,7 @@ class GradWidget(GraphView, TrainingControls, LiveGradients, anywidget.AnyWidget
 
     def __init__(
         self,
-        source: Any,
+        source: Any = None,
         example_input: Any = None,
         *,
         depth: int | None = None,
@@ -123,9 +126,64 @@ class GradWidget(GraphView, TrainingControls, LiveGradients, anywidget.AnyWidget
             loader=get_loader(), **graph_state(graph, depth, kw.get("expanded", ())), **kw
         )
         self._init_training(module, RunWatch(self))
+        if not len(graph):
+            self.title = "No graph yet: a training callback draws its first step here."
 
     def __repr__(self) -> str:
         return f"<gradwidget.GradWidget: {len(self.graph)} nodes, selected={self.selected!r}>"
+
+    def draw(self, source: Any, example_input: Any = None) -> None:
+        """Show another graph in this widget (what ``GradWidget(source, example_input)`` takes).
+
+        Any watch of the old graph ends first; finished runs stay.
+        """
+        graph, module = graph_from(source, example_input)
+        self._show_graph(graph, module)
+
+    def _show_graph(self, graph: Graph, module: torch.nn.Module | None) -> None:
+        self.unwatch()
+        self.graph, self.module = graph, module
+        self.selected = ""
+        with self.hold_sync():
+            self.title = ""
+            for name, value in graph_state(graph, self.depth, ()).items():
+                setattr(self, name, value)
+
+    def lightning_callback(self, **watch: Any) -> Any:
+        """A Lightning callback: ``pl.Trainer(callbacks=[w.lightning_callback()])``.
+
+        During ``fit`` it draws the LightningModule's first training step (when this widget
+        has no graph yet), shows the gradients the optimizer steps with, streams the
+        training loss and logged metrics as a run with progress, and removes every hook when
+        ``fit`` ends, fails or is interrupted. Works with ``pytorch_lightning`` and
+        ``lightning``; ``watch`` takes :meth:`watch`'s keywords (``every``,
+        ``max_overhead``, ``lint``).
+        """
+        from ._lightning import make_callback
+
+        return make_callback(self._fit_watch("Lightning", watch))
+
+    def hf_callback(self, **watch: Any) -> Any:
+        """A Hugging Face ``transformers.Trainer`` callback: ``callbacks=[w.hf_callback()]``.
+
+        The same as :meth:`lightning_callback` for ``Trainer.train()``: the first step's
+        graph, the gradients after unscaling and clipping, the logged loss as a run, and
+        every hook removed when training ends, fails or is interrupted.
+        """
+        from ._hf import make_callback
+
+        return make_callback(self._fit_watch("Hugging Face Trainer", watch))
+
+    def _fit_watch(self, framework: str, watch: dict[str, Any]) -> Any:
+        from ._fit import FitWatch
+
+        unknown = set(watch) - {"every", "max_overhead", "lint"}
+        if unknown:
+            raise TypeError(
+                f"Unknown keyword {sorted(unknown)[0]!r}: the callback takes watch()'s "
+                "every=, max_overhead= and lint=."
+            )
+        return FitWatch(_FitAdapter(self), framework, watch)
 
     def close(self) -> None:
         """Close the widget: stop any run, remove every hook, then close the comm."""
@@ -145,3 +203,36 @@ def show(source: Any, **kw: Any) -> None:
     from IPython.display import display
 
     display(GradWidget(source, **kw))
+
+
+class _FitAdapter:
+    """The widget as a training callback sees it (:class:`gradwidget._fit.FitHost`)."""
+
+    def __init__(self, w: GradWidget):
+        self._w = w
+
+    def has_graph(self) -> bool:
+        return len(self._w.graph) > 0
+
+    def show_graph(self, graph: Graph, module: torch.nn.Module) -> None:
+        self._w._show_graph(graph, module)
+
+    def watch_module(self, module: torch.nn.Module, **kw: Any) -> Any:
+        return self._w.watch(module, **kw)
+
+    def unwatch(self) -> None:
+        self._w.unwatch()
+
+    def begin_fit(self, info: dict[str, Any], total: int | None, note: str) -> None:
+        t = self._w._trainer
+        t.begin_manual(info, total=total, note=note)
+        t.message(
+            f"The lr and optimizer controls cannot rerun a {note}: it runs in your own cell "
+            "(change the settings there and run it again; every run stays in the list)."
+        )
+
+    def log_fit(self, loss: Any, step: int | None, metrics: dict[str, float]) -> None:
+        self._w._trainer.log_manual(loss, step=step, metrics=metrics)
+
+    def end_fit(self, status: str, note: str | None) -> None:
+        self._w._trainer.end_manual(status, note)

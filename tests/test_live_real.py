@@ -369,3 +369,31 @@ def test_the_selected_node_gets_full_statistics_at_every_sample(data):
     w.selected = ""
     assert watcher.detail == set()
     w.unwatch()
+
+
+@pytest.mark.parametrize("make_opt", [torch.optim.SGD, torch.optim.LBFGS])
+def test_a_step_with_a_closure_shows_the_gradient_the_closure_computed(data, make_opt):
+    """step(closure) computes the gradient inside step() (Lightning does this; LBFGS needs it):
+    at the step pre-hook .grad is still the last step's, or None."""
+    x, y = data
+    model = mlp()
+    w = gw.GradWidget(model, example_input=x)
+    opt = make_opt(model.parameters(), lr=0.1)
+    first: dict[str, float] = {}
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        if not first:  # LBFGS calls it again in its line search: its first call counts
+            first.update({n: p.grad.norm().item() for n, p in model.named_parameters()})
+        return loss
+
+    with w.watch(every=0):
+        for _ in range(3):
+            first.clear()
+            opt.step(closure)
+            shown = w.stats()
+            for name, norm in first.items():
+                assert shown[f"leaf:{name}"]["norm"] == pytest.approx(norm, rel=1e-5)
+    assert w.watcher.leaf_samples == 3
