@@ -59,8 +59,9 @@ _ORIGIN_ADVICE = {
     "forward": "Guard it in the forward: an epsilon in the divisor, clamp before log/exp; "
     "lower the learning rate if the values overflow.",
     "data": "Check the inputs for NaN/Inf (torch.isfinite(x).all()) before the forward pass.",
-    "leaf": "The weights are NaN/Inf already: an earlier step diverged. Lower the learning "
-    "rate, clip gradients, and restart from a checkpoint.",
+    "leaf": "The weights are NaN/Inf already: an optimizer step applied a NaN/Inf gradient. "
+    "watch(model, every=0, trace='always') finds the op on the step it first appears in; "
+    "lower the learning rate or clip gradients, and restart from a checkpoint.",
 }
 _ORIGIN_WHY = {
     "backward": "its backward turns finite gradients into NaN/Inf (e.g. sqrt, log, pow or "
@@ -83,9 +84,12 @@ def origin_text(origin: dict[str, Any]) -> str:
     return f"{text}: {_ORIGIN_WHY[origin['kind']]}"
 
 
-def nonfinite(stats: dict[str, dict[str, Any]], origin: dict[str, Any] | None = None) -> list[dict]:
+def nonfinite(
+    stats: dict[str, dict[str, Any]], origin: dict[str, Any] | None = None, tracing: bool = True
+) -> list[dict]:
     """NaN/Inf: one lint, for where it starts when a traced step found that
-    (:mod:`gradwidget._origin`), else for the node nearest the loss."""
+    (:mod:`gradwidget._origin`), else for the node nearest the loss (``tracing``: a step
+    will be traced)."""
     bad = [(s.get("index", 0), nid, s) for nid, s in stats.items() if s["nonfinite"]]
     if not bad:
         return []
@@ -113,7 +117,7 @@ def nonfinite(stats: dict[str, dict[str, Any]], origin: dict[str, Any] | None = 
             s["name"],
             f"{s['nonfinite']:,} of {s['numel']:,} gradient values of {s['name']} are NaN/Inf"
             + more
-            + ". The next sampled step is traced to find where it starts.",
+            + (". The next sampled step is traced to find where it starts." if tracing else "."),
             "Lower the learning rate, check the inputs and the loss for NaN/Inf, guard "
             "log/sqrt/division against 0, or clip gradients; run one step under "
             "torch.autograd.detect_anomaly() to find the op that produced it.",

@@ -28,6 +28,11 @@ class LiveGradients(traitlets.HasTraits):
         b"", help="Latest statistics of the changed nodes (_wire.encode_stats)."
     ).tag(sync=True)
     grad_lint = traitlets.List(traitlets.Dict(), help="Current gradient warnings.").tag(sync=True)
+    grad_origin = traitlets.Dict(
+        help='Where the current NaN/Inf gradient starts: "node", "kind" (backward, forward, '
+        'data, leaf), "value" (NaN/Inf), "op", "name", "module", "source", "path" (node ids '
+        "from an output to it); {} when none (Watcher.origin)."
+    ).tag(sync=True)
     grad_watch = traitlets.Dict(
         help='Watch state: "watching", "every_ms", "samples", the tiers\' "leaf_samples", '
         '"op_samples", "leaf_hz", "op_hz", "overhead" (share of training time), '
@@ -41,6 +46,7 @@ class LiveGradients(traitlets.HasTraits):
         every: float = DEFAULT_EVERY,
         lint: LintConfig | None = None,
         max_overhead: float = DEFAULT_MAX_OVERHEAD,
+        trace: str = "nonfinite",
     ) -> Watcher:
         """Show gradients live on the graph while training; replaces any earlier watch.
 
@@ -60,6 +66,11 @@ class LiveGradients(traitlets.HasTraits):
         max_overhead : float
             Share of the time sampling may take, both tiers together (default 0.03);
             intermediates are sampled less often when they would cost more (big graphs).
+        trace : {"nonfinite", "always", "off"}
+            Where a NaN/Inf gradient starts (``nonfinite_origin()``) is traced on the
+            sampled step after one that held it (default), on every sampled step
+            (``every=0, trace="always"`` catches the very step it first appears in, before
+            an optimizer writes it into the weights), or never.
 
         Returns
         -------
@@ -82,6 +93,7 @@ class LiveGradients(traitlets.HasTraits):
             lint=lint,
             names=names,
             max_overhead=max_overhead,
+            trace=trace,
         )
         self.unwatch()  # only once the new one is valid: bad input leaves the old one
         watcher.on_remove = self._on_unwatched
@@ -124,6 +136,20 @@ class LiveGradients(traitlets.HasTraits):
         watcher.flush()
         return {k: dict(v) for k, v in watcher.latest.items()}
 
+    def nonfinite_origin(self) -> str | None:
+        """Node id where the current NaN/Inf gradient starts, or None.
+
+        Found on the step traced after a sample that held a NaN/Inf gradient (see
+        :mod:`gradwidget._origin`): the first op whose backward turned finite gradients
+        non-finite, or, when its inputs were already NaN/Inf in the forward, the op that
+        made them (or the parameter / data holding them). ``w.grad_origin`` has the details.
+        """
+        watcher = getattr(self, "_watcher", None)
+        if watcher is not None:
+            watcher.flush()
+        origin = watcher.origin if watcher is not None else None
+        return origin["node"] if origin else None
+
     @property
     def lints(self) -> list[dict]:
         """Current gradient warnings (code, severity, node, name, message, advice)."""
@@ -148,6 +174,9 @@ class LiveGradients(traitlets.HasTraits):
         self.grad_stats = encode_stats({k: sample[k] for k in changed}, watcher.samples)
         if watcher.lints != self.grad_lint:
             self.grad_lint = watcher.lints
+        origin = watcher.origin or {}
+        if origin != self.grad_origin:
+            self.grad_origin = origin
         self.grad_watch = {
             "watching": True,
             "every_ms": watcher.every * 1000,

@@ -15,6 +15,7 @@ import torch
 
 from ._autograd import ACCUMULATE, op_name, walk
 from ._graph import Graph
+from ._origin import BackwardTrace, ForwardCheck
 from ._steps import align
 from ._targets import Targets
 
@@ -54,11 +55,16 @@ class OpTier:
         self.step_leaves: list[tuple[str, torch.Tensor]] = []
         self.sampling = False  # a hook fired; the end of the backward is awaited
         self.synced = True  # False when the step's graph did not match the drawn one
+        #: A step traced for where a NaN/Inf starts (:mod:`gradwidget._origin`).
+        self.trace: BackwardTrace | None = None
 
     def clear(self) -> None:
         for h in self.handles:
             h.remove()
         self.handles = []
+        if self.trace is not None:
+            self.trace.remove()
+            self.trace = None
         self.grads = {}
         self.data = {}
 
@@ -78,17 +84,25 @@ class OpTier:
             for fn, k, nid in zip(order, keys, ids, strict=True)
         ]
 
-    def arm(self, roots: list[torch.Tensor], with_module: bool) -> None:
-        """Hook the graph behind ``roots`` (tensors with a ``grad_fn``) for its backward."""
+    def arm(
+        self,
+        roots: list[torch.Tensor],
+        with_module: bool,
+        trace: bool = False,
+        forward: ForwardCheck | None = None,
+    ) -> None:
+        """Hook the graph behind ``roots`` (tensors with a ``grad_fn``) for its backward;
+        ``trace``: also trace where a NaN/Inf starts (``forward``: that step's forward)."""
         self.clear()
         order = walk(t.grad_fn for t in roots)
         ids = self._map(order)
         leaves: list[tuple[str, torch.Tensor]] = []
         fn_ids: dict[Any, str] = {}
-        for fn, nid in zip(order, ids, strict=True):
+        for k, (fn, nid) in enumerate(zip(order, ids, strict=True)):
             if fn.name() == ACCUMULATE:
                 t = fn.variable
                 leaves.append((nid or self._targets.leaf_id(t), t))
+                ids[k] = leaves[-1][0]
                 continue
             if nid is None:
                 continue
@@ -109,6 +123,8 @@ class OpTier:
                 if id(p) not in in_graph
             ]
         self.step_leaves = leaves
+        if trace:
+            self.trace = BackwardTrace(order, ids, forward)
 
     def _collector(self, nid: str, slot: int = 0) -> Callable[[tuple], None]:
         def collect(grad_outputs: tuple) -> None:

@@ -41,6 +41,7 @@ from ._clock import CLOCK
 from ._graph import Graph
 from ._leaf import LeafTier, rate_of
 from ._optier import OpTier
+from ._origin import ForwardTrace
 from ._probe import AccumulationProbe
 from ._registry import claim, release
 from ._stats import COMPUTED
@@ -53,6 +54,8 @@ from ._watch_step import PROBE_EVERY, AtOptimizerStep
 DEFAULT_EVERY = 0.2  # within the 100-200 ms that keeps a live view fluid
 #: Default cap on the share of time spent sampling, both tiers together.
 DEFAULT_MAX_OVERHEAD = 0.03
+#: When a NaN/Inf origin is traced (see ``Watcher(trace=...)``).
+TRACE_MODES = ("nonfinite", "always", "off")
 #: What the widget says when a compiled module hides its per-op gradients.
 COMPILED_NOTE = "compiled: per-op gradients not available"
 
@@ -80,6 +83,10 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
     max_overhead : float
         Share of the time sampling may take (default 3%), both tiers together: big graphs
         lower the intermediate tier's rate instead of slowing training.
+    trace : {"nonfinite", "always", "off"}
+        Where a NaN/Inf gradient starts (:mod:`gradwidget._origin`): traced on the sampled
+        step after one that held it (default), on every sampled step (with ``every=0``: the
+        NaN step itself, before an optimizer writes NaN into the weights), or never.
     """
 
     def __init__(
@@ -92,11 +99,15 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         lint: _lint.LintConfig | None = None,
         names: Mapping[int, str] | None = None,
         max_overhead: float = DEFAULT_MAX_OVERHEAD,
+        trace: str = "nonfinite",
     ):
         if not isinstance(every, (int, float)) or isinstance(every, bool) or every < 0:
             raise ValueError(f"every must be a number of seconds >= 0, got {every!r}.")
         if not isinstance(max_overhead, (int, float)) or not 0 < max_overhead <= 1:
             raise ValueError(f"max_overhead must be in (0, 1], got {max_overhead!r}.")
+        if trace not in TRACE_MODES:
+            raise ValueError(f"trace must be one of {TRACE_MODES}, got {trace!r}.")
+        self.trace = trace
         self.graph = graph
         self.every = float(every)
         self.max_overhead = float(max_overhead)
@@ -132,6 +143,13 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         self.latest: dict[str, dict[str, Any]] = {}
         self.last_sample: dict[str, dict[str, Any]] = {}
         self.lints: list[dict] = []
+        #: Where the current NaN/Inf gradient starts (``_origin.BackwardTrace.locate``), or
+        #: None: found by tracing the step after a sample that held one.
+        self.origin: dict[str, Any] | None = None
+        self._trace_wanted = False
+        self._trace_after = -math.inf  # no new trace before (perf_counter)
+        self._fwd_trace: ForwardTrace | None = None
+        self.traces = 0  # steps traced for a NaN/Inf origin
         self.steps = 0  # forwards seen through the gate (module) / backwards (tensors)
         self.samples = 0  # sampled steps published
         self.op_samples = 0  # of which with intermediates
@@ -186,6 +204,8 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
             CLOCK.add(self)
         for t in self.leaves:
             self._handles.append(t.register_post_accumulate_grad_hook(self._on_leaf))
+        if self.trace == "always":
+            self._want_trace()  # every sampled step traced: see _origin
         if self._targets.pending_roots:
             self._arm(self._targets.pending_roots)
 
@@ -194,7 +214,9 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         """Hooks this watcher holds right now: its leaves' hooks, the module's gate while a
         sample is due, the sampled step's node hooks and the accumulation probes."""
         gate = self._gate is not None
-        return len(self._handles) + gate + len(self._op.handles) + len(self._probe.handles)
+        trace = len(self._op.trace.handles) if self._op.trace is not None else 0
+        trace += len(self._fwd_trace.handles) if self._fwd_trace is not None else 0
+        return len(self._handles) + gate + len(self._op.handles) + len(self._probe.handles) + trace
 
     @property
     def gate_open(self) -> bool:
@@ -240,6 +262,10 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         self._op.step_leaves = []
         self._op.sampling = False
         self._probe.remove()
+        self._trace_wanted = False
+        if self._fwd_trace is not None:
+            self._fwd_trace.remove()
+            self._fwd_trace = None
         self._held = None
         if self._pending is not None:
             self._pending[4].remove()
@@ -360,7 +386,11 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
             self.latest[nid] = merged
         self.samples += 1
         seen = {nid: self.latest[nid] for nid in new}  # with what earlier samples knew
-        lints = _lint.nonfinite(seen)
+        if not any(s["nonfinite"] for s in seen.values()):
+            self.origin = None
+        elif self.trace == "nonfinite" and self.origin is None and not self._trace_wanted:
+            self._want_trace()
+        lints = _lint.nonfinite(seen, self.origin, self.trace != "off")
         lints += [_lint.no_grad(nid, self._targets.name_of(nid, t)) for nid, t in missing]
         lints += list(self._probe.lints.values())
         lints += self._trend(seen)
@@ -373,6 +403,17 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
             self._probe.arm(params)
         if self.on_sample is not None:
             self.on_sample(self, list(new))
+
+    def _want_trace(self) -> None:
+        """Trace the next sampled step for where its NaN/Inf starts (``_origin``)."""
+        now = time.perf_counter()
+        if now < self._trace_after and self.trace != "always":
+            return  # traced a moment ago and found nothing: not on every step
+        self._trace_after = now + PROBE_EVERY
+        self._trace_wanted = True
+        if self.module is not None and not self._targets.compiled and self._fwd_trace is None:
+            self._fwd_trace = ForwardTrace(self.module)
+        self.sample_next()
 
     # ---- errors -----------------------------------------------------------------------------
     def _internal_error(self, err: BaseException) -> None:

@@ -27,6 +27,12 @@ class AtForwardBackward:
     _probe: Any
     _targets: Any
     _force: bool
+    _fwd_trace: Any
+    _trace_wanted: bool
+    graph: Any
+    origin: Any
+    traces: int
+    trace: str
     _next: float
     _cpu_start: float | None
     _op_times: Any
@@ -115,7 +121,20 @@ class AtForwardBackward:
         cpu0 = time.thread_time()
         self._next = time.perf_counter() + self.every
         self._force = False
-        self._op.arm(roots, with_module=self.module is not None)
+        fwd, trace = self._fwd_trace, self._trace_wanted
+        if trace and fwd is not None and fwd.check is None:
+            # The trace was asked for during this very forward (a loop without an optimizer
+            # publishes at the next forward): trace the next step, forward included.
+            self._op.arm(roots, with_module=self.module is not None)
+            self._force = True
+            self._budget.armed(cpu0, self.samples)
+            return
+        check = fwd.check if fwd is not None else None
+        self._op.arm(roots, with_module=self.module is not None, trace=trace, forward=check)
+        if self.trace != "always":  # else each sampled step is traced, the NaN step itself
+            self._fwd_trace, self._trace_wanted = None, False
+            if fwd is not None:
+                fwd.remove()
         self._budget.armed(cpu0, self.samples)
 
     def _finish_safe(self) -> None:
@@ -132,6 +151,10 @@ class AtForwardBackward:
         for h in op.handles:
             h.remove()
         op.handles = []
+        trace, op.trace = op.trace, None
+        if trace is not None:  # this step was traced for where a NaN/Inf starts
+            self.origin = trace.locate(self.graph)
+            self.traces += 1
         ids = list(op.grads)
         level = "full" if self.every == 0 else "norm"
         local = distributed()
