@@ -79,15 +79,16 @@ class LogPump:
             self._wake.set()
 
     def put_row(self, row: dict[str, Any]) -> None:
-        """Queue one logged row (tensors are read by the thread)."""
+        """Queue one logged row (its tensors are read by the thread, all at once)."""
         with self._lock:
             self._rows.append(row)
 
     # ---- the thread --------------------------------------------------------------------------
     def _run(self) -> None:
         next_beat = time.monotonic() + BEAT_EVERY
+        period = FLUSH_EVERY if self.writer is not None else BEAT_EVERY  # a beat only
         while not self.closed:
-            self._wake.wait(FLUSH_EVERY)
+            self._wake.wait(period)
             self._wake.clear()
             try:
                 self.flush()
@@ -107,11 +108,7 @@ class LogPump:
         for kind, value in records:
             w.write(kind, value)
         if rows:
-            for row in rows:
-                for key, v in row.items():
-                    if isinstance(v, torch.Tensor):
-                        row[key] = float(v)  # here, not on the training thread
-            w.write(lf.LOSS, {"start": self._logged, "rows": rows})
+            w.write(lf.LOSS, {"start": self._logged, "n": len(rows), "columns": _columns(rows)})
             self._logged += len(rows)
 
     def beat(self, state: str, error: str | None = None) -> None:
@@ -152,3 +149,26 @@ class LogPump:
             self.beat(end["state"], end.get("error"))
         except Exception as err:
             self._error(err)
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Logged rows as one list per key (None where a row lacks it); the tensors of a column
+    read with one stack and one copy, not one ``float()`` each (3000 rows: 15 -> 8 ms)."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        keys.update(dict.fromkeys(row))
+    out: dict[str, list[Any]] = {}
+    for key in keys:
+        col = [row.get(key) for row in rows]
+        tensors = [i for i, v in enumerate(col) if isinstance(v, torch.Tensor)]
+        if tensors:
+            by_device: dict[Any, list[int]] = {}
+            for i in tensors:
+                by_device.setdefault(col[i].device, []).append(i)
+            for idx in by_device.values():
+                flat = [col[i] if col[i].dim() == 0 else col[i].reshape(()) for i in idx]
+                values = torch.stack(flat).double().tolist()
+                for i, v in zip(idx, values, strict=True):
+                    col[i] = v
+        out[key] = col
+    return out

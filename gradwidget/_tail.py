@@ -204,7 +204,10 @@ class JobTail:
             self.last_write = value["time"]
             self._dirty = True
         elif kind == "loss":
-            self.rows.extend(value["rows"])
+            cols = value["columns"]
+            self.rows.extend(
+                {k: c[i] for k, c in cols.items() if c[i] is not None} for i in range(value["n"])
+            )
         elif kind == "end":
             self.end = value
             self.last_write = value["time"]

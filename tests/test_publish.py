@@ -172,7 +172,8 @@ def test_log_reader_stops_before_a_partial_record_and_reads_it_once_complete(tmp
     writer.write(lf.SAMPLE, {"samples": 1, "stats": {"a": {"norm": float("nan")}}})
     writer.close()
     whole = path.read_bytes()
-    last = lf.encode(lf.LOSS, {"start": 0, "rows": [{"loss": 1.5, "step": 1}]})
+    loss = {"start": 0, "n": 1, "columns": {"loss": [1.5], "step": [1]}}
+    last = lf.encode(lf.LOSS, loss)
     cut = tmp_path / "cut.gwlog"
     cut.write_bytes(whole + last[:-3])  # a job killed in the middle of its last write
     reader = lf.LogReader(cut)
@@ -182,7 +183,7 @@ def test_log_reader_stops_before_a_partial_record_and_reads_it_once_complete(tmp
     assert reader.read() == []
     with open(cut, "ab") as f:  # the rest of the write lands
         f.write(last[-3:])
-    assert reader.read() == [("loss", {"start": 0, "rows": [{"loss": 1.5, "step": 1}]})]
+    assert reader.read() == [("loss", loss)]
     assert reader.pending == 0
     # A damaged checksum is not taken for data.
     bad = bytearray(whole + last)
