@@ -184,14 +184,15 @@ class UpdateRatio:
         with torch.no_grad():
             self.before = [p.detach().clone() for _, p in params]
 
-    def ratios(self) -> dict[str, float]:
+    def ratios(self) -> dict[str, tuple[float, float]]:
+        """Per node id ``(‖Δw‖ / ‖w‖, ‖Δw‖)`` of the step, ``w`` the weights after it."""
         with torch.no_grad():
             now = [p.detach() for _, p in self.params]
             delta = torch._foreach_sub(now, self.before)
             dn = to_host(list(torch._foreach_norm(delta)))
             wn = to_host(list(torch._foreach_norm(now)))
         pairs = zip(self.params, dn, wn, strict=True)
-        return {nid: d / w if w > 0 else math.nan for (nid, _), d, w in pairs}
+        return {nid: (d / w if w > 0 else math.nan, d) for (nid, _), d, w in pairs}
 
     @staticmethod
     def affordable(params: list[tuple[str, torch.Tensor]]) -> bool:

@@ -9,6 +9,7 @@ import traitlets
 
 from ._graph import Graph
 from ._lint import LintConfig
+from ._modstats import module_stats
 from ._targets import caller_names
 from ._watch import DEFAULT_EVERY, DEFAULT_MAX_OVERHEAD, Watcher
 from ._wire import encode_stats
@@ -149,6 +150,17 @@ class LiveGradients(traitlets.HasTraits):
             watcher.flush()
         origin = watcher.origin if watcher is not None else None
         return origin["node"] if origin else None
+
+    def module_stats(self) -> dict[str, dict[str, Any]]:
+        """Latest gradient aggregates per module path (what a collapsed module box shows).
+
+        Each value has ``max_norm``/``mean_norm`` (over its nodes with a sample), ``nodes``,
+        ``params``, ``numel``, ``nonfinite`` and ``zero`` (parameters whose gradient holds
+        NaN/Inf / is all zeros), ``grad_norm`` (all its parameter gradients together),
+        ``update_ratio`` (``‖Δw‖/‖w‖`` of the module's parameters together, None unless
+        known for each) and ``max_update_ratio``; see :func:`gradwidget._modstats.module_stats`.
+        """
+        return module_stats(self.graph, self.stats())
 
     @property
     def lints(self) -> list[dict]:

@@ -380,7 +380,7 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
                 for key in COMPUTED["full"] - computed:
                     if key in old:
                         merged[key] = old[key]
-                for key in ("update_ratio", "weight_norm"):
+                for key in ("update_ratio", "update_norm", "weight_norm"):
                     if key in old and key not in s:
                         merged[key] = old[key]
             self.latest[nid] = merged

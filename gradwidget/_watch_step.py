@@ -123,8 +123,9 @@ class AtOptimizerStep:
             new, missing, _, ratio, handle = pending
             handle.remove()
             if ratio is not None:
-                for nid, r in ratio.ratios().items():
+                for nid, (r, moved) in ratio.ratios().items():
                     new[nid]["update_ratio"] = r
+                    new[nid]["update_norm"] = moved  # ‖Δw‖: per-module ratios add these up
             self._publish(new, missing, probe=False)  # probed before the update
         except Exception as err:
             self._internal_error(err)

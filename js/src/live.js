@@ -6,6 +6,8 @@ import { mountFlow } from "./grad_plots.js";
 import { el } from "./dom.js";
 import { formatStat } from "./format.js";
 import { mergeStats, watchStatus } from "./live_stats.js";
+import { mountModuleBadges } from "./module_badges.js";
+import { mountOrigin } from "./origin_view.js";
 import { decodeStats, nodeTable } from "./wire.js";
 
 /** Norm samples kept per node for the sparkline. */
@@ -244,6 +246,8 @@ function mountLint({ model, ctx }) {
 export function mountLive({ model, el, ctx }) {
   const store = new GradStore();
   ctx.grads = store;
+  // Style layers stack in creation order: the gradient colors first, marks above them.
+  ctx.setNodeStyles(new Map(), "grad");
   const legend = mountLegend(ctx);
   /** Per-update restyle times (ms), for benchmarks and tests. */
   const timings = [];
@@ -297,6 +301,8 @@ export function mountLive({ model, el, ctx }) {
     mountLint({ model, ctx }),
     mountDetail({ model, el, ctx, store }),
     mountFlow({ model, el, ctx, store }),
+    mountOrigin({ model, ctx }),
+    mountModuleBadges({ model, ctx, store }),
   ];
   onStats();
   return () => {

@@ -1,5 +1,6 @@
 // Tooltips: a box that follows the pointer inside its root (the graph pane, the Jacobian
 // view), and the graph pane's hover read-out of nodes, collapsed modules and frames.
+import { tooltipRows } from "./module_badges.js";
 import { el } from "./dom.js";
 import { formatBytes } from "./format.js";
 import { moduleTable, nodeTable } from "./wire.js";
@@ -43,9 +44,10 @@ export function makeTooltip(root, cls) {
  * module's frame.
  * @param {any} model
  * @param {Element} g its `g.node` / `g.cluster`
+ * @param {any} [ctx] the view's context (a collapsed box's gradients: ctx.moduleGrads)
  * @returns {[string, string][]}
  */
-function describe(model, g) {
+function describe(model, g, ctx) {
   const name = g.getAttribute("data-name") || "";
   const modules = moduleTable(model);
   /** An open module's frame (`open`), or a collapsed module's box. */
@@ -57,6 +59,8 @@ function describe(model, g) {
         ? ["ops", `${info.ops ?? "?"}, ${info.params ?? 0} params`]
         : ["contains", `${info.ops ?? 0} ops, ${info.params ?? 0} params`],
       ["saved for backward", formatBytes(info.saved_bytes || 0)],
+      // A collapsed box's gradients (module_badges.js), while they are watched.
+      ...(open ? [] : tooltipRows(ctx?.moduleGrads?.(path))),
       ["", open ? "click the frame or its label to collapse" : "click to expand"],
     ];
   };
@@ -102,7 +106,7 @@ export function mountGraphTooltip({ model, pane, ctx, wasDrag }) {
     if (g !== hovered) {
       hovered = g;
       tip.fill(
-        describe(model, g).map(([k, v]) => {
+        describe(model, g, ctx).map(([k, v]) => {
           const row = el("div", k ? "" : "gw-hint");
           if (k) el("b", "", row, `${k}: `);
           row.appendChild(document.createTextNode(String(v)));

@@ -1,0 +1,38 @@
+// Pure helpers of the graph's debugging views: the NaN origin's path on the drawn units
+// (origin_view.js) and a collapsed module box's gradient aggregates (module_badges.js).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+
+import { pathEdges, pathUnits } from "../src/origin_view.js";
+import { badgeText, boxAggregates } from "../src/module_badges.js";
+
+test("a path's units merge the members of a collapsed box; edges run forward", () => {
+  const unit = { out: "n9", add: "n8", a: "m0", b: "m0", leaf: "m0" };
+  const units = pathUnits(["out", "add", "a", "b", "leaf", "gone"], (id) => unit[id]);
+  assert.deepEqual(units, ["n9", "n8", "m0"]);
+  assert.deepEqual([...pathEdges(units)], ["n8->n9", "m0->n8"]);
+});
+
+test("box aggregates: max/mean over members with a sample, counts over parameters", () => {
+  const table = { id: ["w", "b", "g", "op", "out"], kind: ["leaf", "leaf", "leaf", "op", "output"] };
+  const unit = { w: "m0", b: "m0", g: "m0", op: "m0", out: "n4" };
+  const latest = new Map([
+    [0, { norm: 2, nonfinite: 0, update_ratio: 1e-3 }],
+    [1, { norm: 0, nonfinite: 0, update_ratio: NaN }],
+    [3, { norm: 4, nonfinite: 0, update_ratio: NaN }],
+    [4, { norm: 9, nonfinite: 0 }],
+  ]);
+  const m0 = boxAggregates(latest, table, (id) => unit[id]).get("m0");
+  assert.equal(m0.maxNorm, 4);
+  assert.equal(m0.meanNorm, 2);
+  assert.equal(m0.nodes, 3);
+  assert.equal(m0.params, 3); // "g" has no sample yet: still a parameter of the box
+  assert.equal(m0.zero, 1);
+  assert.equal(m0.nonfinite, 0);
+  assert.equal(m0.maxRatio, 1e-3);
+  assert.equal(badgeText(m0), "1 zero");
+  latest.set(2, { norm: 1, nonfinite: 3 });
+  const again = boxAggregates(latest, table, (id) => unit[id]).get("m0");
+  assert.equal(badgeText(again), "1 NaN · 1 zero");
+  assert.equal(badgeText(undefined), "");
+});

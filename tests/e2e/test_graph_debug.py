@@ -1,0 +1,104 @@
+"""Debugging on the graph in a real JupyterLab, one page: a collapsed module box carries its
+gradients (badge, tooltip, the numbers of ``w.module_stats()``), and the path from the output
+to where a NaN gradient starts is highlighted, all as restyles of the first layout."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ARTIFACTS
+
+pytestmark = pytest.mark.browser
+
+SETUP = (
+    "import torch, torch.nn as nn, gradwidget as gw\n"
+    "torch.manual_seed(0)\n"
+    "class Block(nn.Module):\n"
+    "    def __init__(self, d, gate=False):\n"
+    "        super().__init__()\n"
+    "        self.lin = nn.Linear(d, d)\n"
+    "        self.gate = nn.Parameter(torch.ones(d)) if gate else None\n"
+    "    def forward(self, x):\n"
+    "        h = torch.tanh(self.lin(x))\n"
+    "        return h + 0.0 * self.gate if self.gate is not None else h\n"
+    "class Scaled(nn.Module):\n"
+    "    def __init__(self, d):\n"
+    "        super().__init__()\n"
+    "        self.lin = nn.Linear(d, d)\n"
+    "        self.register_buffer('scale', torch.ones(()))\n"
+    "    def forward(self, x):\n"
+    "        return self.lin(x) / self.scale\n"
+    "model = nn.Sequential(Block(8, gate=True), Scaled(8), Block(8), nn.Linear(8, 1))\n"
+    "x = torch.randn(16, 8)\n"
+    "w = gw.GradWidget(model, example_input=x, depth=0, expanded=['1'])\n"
+    "w"
+)
+STEP = (
+    "with w.watch(model, every=0, trace='always'):\n"
+    "    model.zero_grad()\n"
+    "    model(x).square().mean().backward()"
+)
+
+
+@pytest.mark.parametrize("app", ["lab"], indirect=True)
+def test_module_badges_and_nan_origin_path(nb):
+    nb.open([SETUP, STEP])
+    nb.run_all(timeout=180)
+    widget = nb.widget()
+    pane = widget.locator(".gw-graph")
+    box = widget.locator("g.node.gw-module[data-zero-params]").first
+    box.wait_for(timeout=30_000)
+
+    # The box of module "0" (a Block whose gate gets an all-zero gradient): its badge and
+    # its numbers are those of w.module_stats().
+    agg = nb.py("{p: w.module_stats()[p] for p in ('0', '2')}")
+    boxes = widget.locator("g.node.gw-module")
+    by_path = nb.py("w.view_modules")
+    first = widget.locator(f"g.node.gw-module[data-name='{_name(by_path, '0')}']")
+    assert first.get_attribute("data-zero-params") == "1" == str(agg["0"]["zero"])
+    assert first.locator("text.gw-mod-badge").text_content() == "1 zero"
+    assert float(first.get_attribute("data-grad-max")) == pytest.approx(
+        agg["0"]["max_norm"], rel=1e-5
+    )
+    assert boxes.count() >= 2
+    first.hover()
+    tip = widget.locator(".gw-tooltip")
+    tip.wait_for(state="visible", timeout=10_000)
+    assert "‖grad‖ max / mean" in tip.inner_text()
+    assert "1 all-zero" in tip.inner_text()
+    nb.page.mouse.move(5, 5)
+    tip.wait_for(state="hidden", timeout=10_000)
+    widget.screenshot(path=str(_shot("module-badges.png")))
+
+    # Division by zero in module "1" (open): the lint names it, the path is drawn.
+    nb.execute("with torch.no_grad():\n    model[1].scale.zero_()\n" + STEP)
+    origin = nb.py("w.nonfinite_origin()")
+    assert nb.py("(w.graph[w.nonfinite_origin()].module, w.graph[w.nonfinite_origin()].op)") == [
+        "1",
+        "DivBackward0",
+    ]
+    nb.page.wait_for_function(
+        "(id) => document.querySelector('.gradwidget').dataset.nanOrigin === id",
+        arg=origin,
+        timeout=15_000,
+    )
+    marked = widget.locator("g.node.gw-nan-origin")
+    assert marked.count() == 1
+    assert "starts here" in marked.locator("text.gw-badge").text_content()
+    assert widget.locator("g.edge.gw-nan-edge").count() >= 1
+    assert widget.locator("g.node.gw-nan-path").count() >= 2
+    lint = widget.locator(".gw-lint-item[data-code='nonfinite']")
+    lint.wait_for(timeout=15_000)
+    assert "NaN gradient starts at 1 · DivBackward0" in lint.inner_text()
+    widget.screenshot(path=str(_shot("nan-origin.png")))
+    # Every mark was a restyle: Graphviz laid the view out once.
+    assert pane.get_attribute("data-layouts") == "1"
+    nb.assert_no_errors()
+
+
+def _name(view_modules: dict, path: str) -> str:
+    return next(k for k, v in view_modules.items() if v == path)
+
+
+def _shot(name: str):
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS / name
