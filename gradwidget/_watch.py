@@ -87,6 +87,9 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         Where a NaN/Inf gradient starts (:mod:`gradwidget._origin`): traced on the sampled
         step after one that held it (default), on every sampled step (with ``every=0``: the
         NaN step itself, before an optimizer writes NaN into the weights), or never.
+    intermediates : bool
+        Sample a module's intermediates (default); False: its parameters only, with no
+        forward hook on the module (a job whose intermediates are sampled across ranks).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         names: Mapping[int, str] | None = None,
         max_overhead: float = DEFAULT_MAX_OVERHEAD,
         trace: str = "nonfinite",
+        intermediates: bool = True,
     ):
         if not isinstance(every, (int, float)) or isinstance(every, bool) or every < 0:
             raise ValueError(f"every must be a number of seconds >= 0, got {every!r}.")
@@ -108,6 +112,7 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         if trace not in TRACE_MODES:
             raise ValueError(f"trace must be one of {TRACE_MODES}, got {trace!r}.")
         self.trace = trace
+        self.intermediates = bool(intermediates)
         self.graph = graph
         self.every = float(every)
         self.max_overhead = float(max_overhead)
@@ -199,7 +204,7 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         self._active = True
         if self._leaf is not None:
             _optstep.add(self)
-        if self.module is not None and not self._targets.compiled:
+        if self.module is not None and not self._targets.compiled and self.intermediates:
             self.open_gate()
             CLOCK.add(self)
         for t in self.leaves:
@@ -239,6 +244,7 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         """Put the arming forward hook on the module (the clock calls this when due)."""
         with self._gate_lock:
             hookable = self.module is not None and not self._targets.compiled
+            hookable = hookable and self.intermediates
             if self._gate is None and self._active and hookable:
                 self._gate = self.module.register_forward_hook(self._on_forward)  # type: ignore[union-attr]
 
