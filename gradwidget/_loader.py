@@ -114,3 +114,23 @@ def get_loader() -> VizLoader:
     if _loader is None or _loader.comm is None:
         _loader = _new_loader()
     return _loader
+
+
+def send_own_copy(widget: anywidget.AnyWidget, content: dict, _buffers: list) -> None:
+    """Answer a graph view that cannot reach the loader widget with the loader's bytes.
+
+    A host without widget composition (no ``host.getWidget``: an anywidget front-end older
+    than 0.11, or one that never answers) asks each graph widget for its own copy of
+    Graphviz and the front-end (js/src/stub.js); registered with ``widget.on_msg``.
+    """
+    if not isinstance(content, dict) or content.get("type") != "frontend_bundle":
+        return
+    loader = getattr(widget, "loader", None) or get_loader()
+    traits = {
+        "type": "frontend_bundle",
+        "digest": loader.digest,
+        "frontend_digest": loader.frontend_digest,
+        "constants": loader.constants,
+    }
+    esm = (STATIC / "loader.js").read_bytes()  # the page builds the loader's exports itself
+    widget.send(traits, buffers=[loader.viz_gz, loader.frontend_gz, loader.css_gz, esm])

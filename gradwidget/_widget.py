@@ -15,7 +15,7 @@ from ._constants import STATIC
 from ._controls import TrainingControls
 from ._graph import Graph
 from ._live import LiveGradients, RunWatch
-from ._loader import get_loader
+from ._loader import get_loader, send_own_copy
 from ._record import record
 from ._targets import eager_module
 from ._view import GraphView, graph_state
@@ -126,6 +126,8 @@ class GradWidget(GraphView, TrainingControls, LiveGradients, anywidget.AnyWidget
             loader=get_loader(), **graph_state(graph, depth, kw.get("expanded", ())), **kw
         )
         self._init_training(module, RunWatch(self))
+        # Hosts that cannot compose widgets ask this widget for the loader's bytes.
+        self.on_msg(send_own_copy)
         if not len(graph):
             self.title = "No graph yet: a training callback draws its first step here."
 
