@@ -228,7 +228,15 @@ export function mountControls({ model, ctx }) {
     output.hidden = outs.length === 0;
     output.scrollTop = output.scrollHeight;
   };
-  const showTrainable = () => (box.hidden = !model.get("trainable"));
+  const showTrainable = () => {
+    const trainable = model.get("trainable");
+    // A run of a loop that is not ours (a framework's fit) shows its progress and messages,
+    // without the settings that could not rerun it.
+    const followed = Boolean((model.get("progress") || {}).total) || (model.get("train_output") || []).length > 0;
+    // (style, not the hidden attribute: the rows' CSS display would win over it)
+    row1.style.display = row2.style.display = trainable ? "" : "none";
+    box.hidden = !trainable && !followed;
+  };
 
   const handlers = {
     "change:lr": showLr,
@@ -246,10 +254,14 @@ export function mountControls({ model, ctx }) {
     "change:live": () => (live.checked = model.get("live")),
     "change:train_state": showState,
     "change:progress": () => {
+      showTrainable();
       showProgress();
       showState(); // in_cell comes with the progress
     },
-    "change:train_output": showOutput,
+    "change:train_output": () => {
+      showOutput();
+      showTrainable();
+    },
     "change:trainable": showTrainable,
   };
   for (const [ev, fn] of Object.entries(handlers)) model.on(ev, fn);
