@@ -14,6 +14,7 @@ import traitlets
 from ._constants import MAX_VISIBLE_NODES
 from ._dot import render, to_dot, view_of
 from ._graph import Graph
+from ._search import search
 from ._wire import PACKED, module_table, node_table
 
 #: Views with more boxes than this get no static picture (``dot`` time and SVG size grow).
@@ -71,7 +72,7 @@ class GraphView(traitlets.HasTraits):
 
     def _static_picture(self) -> str | None:
         """SVG of the current view by the system ``dot``, or None when that is not cheap."""
-        if not self.dot or shutil.which("dot") is None:
+        if not self.dot or not len(self.graph) or shutil.which("dot") is None:
             return None
         cached = getattr(self, "_static_svg", ("", None))
         if cached[0] != self.dot:
@@ -88,6 +89,12 @@ class GraphView(traitlets.HasTraits):
                     svg = None
             cached = self._static_svg = (self.dot, svg)
         return cached[1]
+
+    def search(self, query: str) -> list[str]:
+        """Ids of the nodes whose name, label, op, module path or shape contains ``query``
+        (case-insensitive), in forward order: what the search box (Ctrl/⌘+F) steps through.
+        """
+        return search(self.graph, query)
 
     @traitlets.observe("expanded", "depth")
     def _on_view_change(self, change: dict) -> None:

@@ -12,6 +12,7 @@ import torch
 
 from ._constants import HIST_BINS, STAT_COLUMNS
 from ._graph import Graph
+from ._search import haystack
 
 #: Node columns sent to the browser, in this order.
 NODE_COLUMNS = (
@@ -26,6 +27,8 @@ NODE_COLUMNS = (
     "name",
     "saved_bytes",
     "use_rank",
+    "search",
+    "inputs",
 )
 
 
@@ -33,6 +36,10 @@ def node_table(graph: Graph) -> dict[str, list[Any]]:
     """Column-oriented node table (compact JSON); row ``i`` is DOT node ``n{i}``."""
     cols: dict[str, list[Any]] = {c: [] for c in NODE_COLUMNS}
     rank = graph.use_rank()
+    # Rows of each node's inputs (forward edges src -> dst), for walking the graph by keyboard.
+    inputs: list[list[int]] = [[] for _ in graph.nodes]
+    for src, dst in graph.edges:
+        inputs[graph[dst].index].append(graph[src].index)
     for n in graph.nodes:
         cols["use_rank"].append(rank[n.id])
         cols["id"].append(n.id)
@@ -45,6 +52,8 @@ def node_table(graph: Graph) -> dict[str, list[Any]]:
         cols["source"].append(n.source)
         cols["name"].append(n.name)
         cols["saved_bytes"].append(n.saved_bytes)
+        cols["search"].append(haystack(n, graph))  # the one matching rule (_search.py)
+        cols["inputs"].append(inputs[n.index])
     return cols
 
 

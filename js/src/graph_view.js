@@ -4,6 +4,7 @@ import { countUnits, describeError, getLoader, layout, layoutOffThread } from ".
 import { applyStyles, resolveStyles } from "./node_styles.js";
 import { el } from "./dom.js";
 import { mountExport } from "./graph_export.js";
+import { mountFind } from "./graph_find.js";
 import { panZoom } from "./panzoom.js";
 import { constants } from "./shared.js";
 import { mountGraphTooltip } from "./tooltip.js";
@@ -49,6 +50,7 @@ export function mountGraph({ model, host, el: parent, ctx }) {
   const fitBtn = el("button", "gw-fit", tools, "Fit");
   fitBtn.title = "Fit the whole graph in view";
   mountExport({ model, tools, svg: () => svg });
+  const unmountFind = mountFind({ model, ctx, pane, tools });
 
   const fillDepth = () => {
     const max = model.get("max_depth") || 0;
@@ -106,6 +108,8 @@ export function mountGraph({ model, host, el: parent, ctx }) {
   ctx.unitOf = unitOf;
   ctx.elementOf = (id) => units.get(unitOf(id) || "");
   ctx.svg = () => svg;
+  ctx.center = (id) => pz.center(ctx.elementOf(id));
+  ctx.collapse = (path) => collapse(path);
   ctx.setNodeStyles = (styles, layer = "default") => {
     layers.set(layer, styles instanceof Map ? styles : new Map(Object.entries(styles || {})));
     restyle();
@@ -321,6 +325,7 @@ export function mountGraph({ model, host, el: parent, ctx }) {
   draw();
   return () => {
     generation += 1;
+    unmountFind();
     tooltip.destroy();
     pz.destroy();
     for (const [event, fn] of listeners) model.off(event, fn);

@@ -36,3 +36,27 @@ test("box aggregates: max/mean over members with a sample, counts over parameter
   assert.equal(badgeText(again), "1 NaN · 1 zero");
   assert.equal(badgeText(undefined), "");
 });
+
+import { consumers, findRows, step } from "../src/graph_find.js";
+
+test("search: a substring of the kernel's haystacks, trimmed and lowercased, forward order", () => {
+  const hay = ["0.weight\n0.weight\n(8, 4)\n0\nlinear", "tanh\n1\ntanhbackward0", "", "attn.q\nmm"];
+  assert.deepEqual(findRows(hay, " TANH "), [1]);
+  assert.deepEqual(findRows(hay, "(8, 4)"), [0]);
+  assert.deepEqual(findRows(hay, "n"), [0, 1, 3]);
+  assert.deepEqual(findRows(hay, "  "), []);
+});
+
+test("keyboard steps: up to an input, down to a consumer, left/right among the others", () => {
+  // 0 -> 2, 1 -> 2, 2 -> 3, 2 -> 4
+  const inputs = [[], [], [0, 1], [2], [2]];
+  const outs = consumers(inputs);
+  assert.deepEqual(outs, [[2], [2], [3, 4], [], []]);
+  const up = step({ row: 2, key: "ArrowUp", inputs, outs, alts: null });
+  assert.deepEqual(up, { row: 0, alts: { list: [0, 1], i: 0 } });
+  assert.equal(step({ row: 0, key: "ArrowRight", inputs, outs, alts: up.alts }).row, 1);
+  assert.equal(step({ row: 0, key: "ArrowLeft", inputs, outs, alts: up.alts }).row, 1);
+  assert.equal(step({ row: 2, key: "ArrowDown", inputs, outs, alts: null }).row, 3);
+  assert.equal(step({ row: 3, key: "ArrowDown", inputs, outs, alts: null }), null);
+  assert.equal(step({ row: 3, key: "ArrowLeft", inputs, outs, alts: null }), null);
+});

@@ -1,6 +1,7 @@
-"""Debugging on the graph in a real JupyterLab, one page: a collapsed module box carries its
-gradients (badge, tooltip, the numbers of ``w.module_stats()``), and the path from the output
-to where a NaN gradient starts is highlighted, all as restyles of the first layout."""
+"""Debugging on the graph in a real JupyterLab, one page: Ctrl+F finds a node inside a
+collapsed module and opens it, arrows walk the edges; a collapsed module box carries its
+gradients (badge, tooltip, the numbers of ``w.module_stats()``); the path from the output to
+where a NaN gradient starts is highlighted. All but the module opening are restyles."""
 
 from __future__ import annotations
 
@@ -45,6 +46,38 @@ def test_module_badges_and_nan_origin_path(nb):
     nb.run_all(timeout=180)
     widget = nb.widget()
     pane = widget.locator(".gw-graph")
+    widget.locator("g.node.gw-module").first.wait_for(timeout=60_000)
+    assert pane.get_attribute("data-layouts") == "1"
+
+    # Ctrl+F while the graph has focus: the search box; Enter opens the collapsed module
+    # "2" that holds the match (synced `expanded`), selects and centres it.
+    pane.focus()
+    nb.page.keyboard.press("Control+f")
+    find = widget.locator("input.gw-find-input")
+    assert find.evaluate("el => document.activeElement === el")
+    find.type("2.LIN.weight")
+    assert widget.locator(".gw-find").get_attribute("data-matches") == "1"
+    assert nb.py("w.search('2.LIN.weight')") == ["leaf:2.lin.weight"]
+    find.press("Enter")
+    assert nb.wait_py("sorted(w.expanded)", ["1", "2.lin"], timeout=30) == ["1", "2.lin"]
+    assert nb.wait_py("w.selected", "leaf:2.lin.weight") == "leaf:2.lin.weight"
+    row = nb.py("w.graph['leaf:2.lin.weight'].index")
+    current = widget.locator(f"g.node.gw-match-current[data-name='n{row}']")
+    current.wait_for(timeout=30_000)
+    assert pane.get_attribute("data-layouts") == "2"  # one new layout: the module opened
+    widget.screenshot(path=str(_shot("graph-search.png")))
+    # Arrows walk the edges from the selected node: down to its first consumer.
+    consumer = nb.py(
+        "min((w.graph[d].index, d) for s, d in w.graph.edges if s == 'leaf:2.lin.weight')[1]"
+    )
+    pane.focus()
+    nb.page.keyboard.press("ArrowDown")
+    assert nb.wait_py("w.selected", consumer) == consumer
+    nb.page.keyboard.press("Escape")
+    assert nb.wait_py("w.selected", "") == ""
+    assert widget.locator("g.node.gw-match").count() == 0
+    nb.execute("w.expanded = ['1']")  # back to the first view: its layout is reused
+    widget.locator(f"g.node[data-name='n{row}']").wait_for(state="detached", timeout=30_000)
     box = widget.locator("g.node.gw-module[data-zero-params]").first
     box.wait_for(timeout=30_000)
 
@@ -90,8 +123,8 @@ def test_module_badges_and_nan_origin_path(nb):
     lint.wait_for(timeout=15_000)
     assert "NaN gradient starts at 1 · DivBackward0" in lint.inner_text()
     widget.screenshot(path=str(_shot("nan-origin.png")))
-    # Every mark was a restyle: Graphviz laid the view out once.
-    assert pane.get_attribute("data-layouts") == "1"
+    # Every mark was a restyle: Graphviz laid out the first view and the opened module only.
+    assert pane.get_attribute("data-layouts") == "2"
     nb.assert_no_errors()
 
 
