@@ -41,6 +41,7 @@ TUTORIALS = (
     "02-jacobian",
     "03-learning-rate-and-optimizers",
     "04-a-real-model",
+    "05-lightning-and-hugging-face",
 )
 
 # Cell magics whose body is Python (``%%train`` runs it as the training loop).
