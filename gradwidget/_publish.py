@@ -5,10 +5,12 @@ gradients to a job log that a notebook follows (:func:`gradwidget.attach`).
 the optimizer step pre-hook (:class:`~gradwidget._watch.Watcher`'s parameter tier). Under
 DDP that ``.grad`` is already all-reduced, so rank 0's statistics *are* the statistics of
 the gradient every rank steps with: no collective is needed for them, and rank 0 samples on
-its own wall clock. Intermediates (autograd nodes) are each rank's own gradient of its own
-batch; the log says so and the widget labels them (``local``). Sharded parameters (FSDP,
-``DTensor`` gradients) hold one shard per rank: publish refuses them rather than show a
-shard as the gradient.
+its own wall clock. Intermediates (autograd nodes) are rank-local: each rank's gradient of
+its own batch. By default they are sampled on the same forwards on every rank and reduced
+across ranks (:mod:`gradwidget._shared`: the job's whole batch, no collective between
+samples); ``intermediates="local"`` shows rank 0's own, labelled so. Sharded parameters
+(FSDP, ``DTensor`` gradients) hold one shard per rank: publish refuses them rather than
+show a shard as the gradient.
 
 **What is written.** Rank 0 appends the job record, the graph (recorded once, from the
 first forward), every sample (statistics as computed, lints, tier rates), the values given
@@ -35,13 +37,19 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils._pytree import tree_leaves
 
+from . import _lint
 from . import _logfile as lf
+from ._leaf import unscale
 from ._lint import LintConfig
 from ._logpump import BEAT_EVERY, LogPump
 from ._record import record
 from ._run import scalar
+from ._shared import SharedTier
 from ._targets import eager_module
 from ._watch import DEFAULT_EVERY, DEFAULT_MAX_OVERHEAD, Watcher
+
+#: Where a multi-process job's intermediates come from (see :func:`publish`).
+INTERMEDIATES = ("reduced", "local")
 
 
 def _dist() -> tuple[int, int, str | None]:
@@ -85,6 +93,7 @@ class Publication:
         lint: LintConfig | None = None,
         local_stats: bool = False,
         job: str | None = None,
+        intermediates: str = "reduced",
     ):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(
@@ -99,10 +108,21 @@ class Publication:
                 "model (FSDP, DTensor parameters) holds one shard per rank: rank 0's shard is "
                 "not the gradient. Publish the unsharded or DDP-wrapped model."
             )
+        if intermediates not in INTERMEDIATES:
+            raise ValueError(
+                f"intermediates must be one of {INTERMEDIATES}; got {intermediates!r}."
+            )
         self.rank, self.world_size, self.backend = _dist()
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.job = self._agree_on_name(job)
+        # Reduced across ranks: on a process group of its own, made now (every rank is here).
+        shared = intermediates == "reduced" and self.world_size > 1
+        self._group = torch.distributed.new_group(backend=self.backend) if shared else None
+        self.intermediates = intermediates if self.world_size > 1 else "local"
+        self.shared: SharedTier | None = None
+        self._op_lints: list[dict] = []
+        self._watch: dict[str, Any] = {}
         self._settings = {"every": every, "max_overhead": max_overhead, "lint": lint}
         self.model = model
         self.watcher: Watcher | None = None
@@ -117,6 +137,7 @@ class Publication:
         self._pump = LogPump(self.path, beat, identity, lambda: self.steps)
         if self.path is not None:
             self._pump.put(lf.JOB, self._job_info(local_stats))
+        if self.path is not None or shared:  # every rank draws the graph: the same ids
             self._hooks.append(model.register_forward_pre_hook(self._before_first_forward))
             self._hooks.append(
                 model.register_forward_hook(self._after_first_forward, always_call=True)
@@ -148,6 +169,7 @@ class Publication:
             "model": type(eager_module(self.model)).__name__,
             "every": self._settings["every"],
             "local_stats": local_stats,
+            "intermediates": self.intermediates,
             "beat_every": BEAT_EVERY,
         }
 
@@ -176,6 +198,18 @@ class Publication:
             graph = rec.graph_of(*outs)
             self._remove_forward_hooks()
             s = self._settings
+            if self._group is not None:
+                self.shared = SharedTier(
+                    graph,
+                    self.model,
+                    self._group,
+                    every=s["every"],
+                    max_overhead=s["max_overhead"],
+                    on_sample=self._on_shared,
+                    on_error=self._failed_to_sample,
+                )
+            if self.path is None:
+                return
             self.watcher = Watcher(
                 graph,
                 self.model,
@@ -183,6 +217,10 @@ class Publication:
                 max_overhead=s["max_overhead"],
                 lint=s["lint"],
                 on_sample=self._on_sample,
+                # Intermediates reduced across ranks come from the shared tier; rank 0's
+                # own NaN trace would hook its forwards alone.
+                intermediates=self.shared is None,
+                trace="nonfinite" if self.shared is None else "off",
             )
             self.watcher.begin_run()
             self._pump.put(lf.GRAPH, lf.graph_to_json(graph))
@@ -195,6 +233,14 @@ class Publication:
             h.remove()
         del self._hooks[1:]
 
+    def _failed_to_sample(self, err: BaseException) -> None:
+        warnings.warn(
+            f"gradwidget could not sample the intermediates ({type(err).__name__}: {err}); "
+            "training is not affected.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
     def _failed_to_draw(self, err: BaseException) -> None:
         warnings.warn(
             f"gradwidget could not record the model's graph ({type(err).__name__}: {err}); "
@@ -205,17 +251,40 @@ class Publication:
 
     def _on_sample(self, watcher: Watcher, changed: list[str]) -> None:
         sample = watcher.last_sample
+        self._watch = {"every_ms": watcher.every * 1000, "synced": watcher.synced}
+        self._watch.update(watcher.rates())
+        self._write({k: dict(sample[k]) for k in changed})
+
+    def _on_shared(self, stats: dict[str, dict[str, Any]]) -> None:
+        """Reduced intermediates (every rank gets them; rank 0 writes them)."""
+        if self.rank != 0 or self.watcher is None:
+            return
+        scale = self.watcher.rates().get("scale")
+        if scale:  # GradScaler's scale as the last parameter sample saw it
+            for s in stats.values():
+                unscale(s, scale)
+        self._op_lints = _lint.nonfinite(stats, None, False)
+        self._write(stats)
+
+    def _write(self, stats: dict[str, dict[str, Any]]) -> None:
+        watcher = self.watcher
+        assert watcher is not None
+        watch = dict(self._watch)
+        shared = self.shared
+        if shared is not None:
+            watch.update(
+                op_samples=shared.samples,
+                op_hz=shared.rate,
+                local_intermediates=False,
+                reduced_ranks=shared.world_size,
+            )
         record_ = {
             "samples": watcher.samples,
             "time": time.time(),
             "step": self.steps,
-            "stats": {k: dict(sample[k]) for k in changed},
-            "lints": list(watcher.lints),
-            "watch": {
-                "every_ms": watcher.every * 1000,
-                "synced": watcher.synced,
-                **watcher.rates(),
-            },
+            "stats": stats,
+            "lints": list(watcher.lints) + self._op_lints,
+            "watch": watch,
             "optimizer": watcher.optimizer_info(),
         }
         self._pump.put(lf.SAMPLE, record_, droppable=True)
@@ -254,6 +323,8 @@ class Publication:
         if self._rec is not None:
             self._rec.__exit__(None, None, None)
             self._rec = None
+        if self.shared is not None:
+            self.shared.remove()
         watcher = self.watcher
         if watcher is not None:
             try:
@@ -300,6 +371,7 @@ def publish(
     lint: LintConfig | None = None,
     local_stats: bool = False,
     job: str | None = None,
+    intermediates: str = "reduced",
 ) -> Publication:
     """Publish a training job's gradients to ``logdir`` for :func:`gradwidget.attach`.
 
@@ -324,6 +396,10 @@ def publish(
         (``attach(logdir, rank=r)``); default: only rank 0 writes.
     job : str, optional
         The job's name (default: time and rank 0's process id, agreed by broadcast).
+    intermediates : {"reduced", "local"}
+        With several ranks, the intermediates' statistics are those of every rank's
+        gradient together (default: the same forwards hooked on every rank, reduced on a
+        process group of its own; see :mod:`gradwidget._shared`), or rank 0's own.
 
     Returns
     -------
@@ -340,4 +416,5 @@ def publish(
         lint=lint,
         local_stats=local_stats,
         job=job,
+        intermediates=intermediates,
     )

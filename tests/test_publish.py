@@ -31,7 +31,13 @@ def _model_and_data(rank: int):
     return model, torch.randn(16, 4), torch.randn(16, 1)
 
 
-def _job(rank: int, world_size: int, logdir: str, kill_at: int | None = None) -> dict:
+def _job(
+    rank: int,
+    world_size: int,
+    logdir: str,
+    kill_at: int | None = None,
+    intermediates: str = "reduced",
+) -> dict:
     import torch.distributed as dist
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
@@ -43,14 +49,20 @@ def _job(rank: int, world_size: int, logdir: str, kill_at: int | None = None) ->
         stepped.update({n: p.grad.tolist() for n, p in model.named_parameters()})
 
     handle = register_optimizer_step_pre_hook(spy)
-    pub = gw.publish(model, logdir, every=0, job="ddp")
-    # Count the collectives publish() starts from here on: none, sampled or not.
+    inter: dict[str, list] = {}  # the gradient flowing into the first Linear's addmm
+
+    def keep(module, args, out):
+        out.register_hook(lambda g: inter.update(first=g.tolist()))
+
+    model.module[0].register_forward_hook(keep)
+    pub = gw.publish(model, logdir, every=0, job="ddp", intermediates=intermediates)
+    # Count the collectives publish() starts from here on.
     calls = []
     names = ("all_reduce", "broadcast", "broadcast_object_list", "all_gather", "barrier")
     originals = {n: getattr(dist, n) for n in names}
     for n, fn in originals.items():
         setattr(dist, n, lambda *a, _n=n, _fn=fn, **k: (calls.append(_n), _fn(*a, **k))[1])
-    losses = []
+    losses, per_step = [], []
     try:
         with pub:
             for i in range(STEPS):
@@ -62,12 +74,19 @@ def _job(rank: int, world_size: int, logdir: str, kill_at: int | None = None) ->
                 opt.step()
                 pub.log(loss=loss)
                 losses.append(loss.item())
+                shared = pub.shared.samples if pub.shared is not None else 0
+                per_step.append((len(calls), shared))
                 time.sleep(0.03)  # long enough for the notebook to see it running
     finally:
         for n, fn in originals.items():
             setattr(dist, n, fn)
         handle.remove()
-    return {"grads": stepped, "losses": losses, "collectives": calls}
+    # Collectives per step, and whether the intermediates were sampled on it.
+    steps, last = [], (0, 0)
+    for now in per_step:
+        steps.append((now[0] - last[0], now[1] > last[1]))
+        last = now
+    return {"grads": stepped, "losses": losses, "steps": steps, "inter": inter["first"]}
 
 
 def _wait(cond, timeout: float, what: str) -> None:
@@ -118,7 +137,10 @@ def test_attached_widget_follows_a_ddp_job_and_replays_it(tmp_path):
         thread.join(60)
         assert "error" not in box, box.get("error")
         r0, r1 = box["value"]
-        assert r0["collectives"] == [] and r1["collectives"] == []
+        # Collectives only on the steps whose intermediates were sampled, the same on both
+        # ranks (the parameters' statistics need none).
+        assert r0["steps"] == r1["steps"]
+        assert all((calls > 0) == sampled for calls, sampled in r0["steps"])
         w.refresh()
         assert "job finished" in w.title
         live = w.stats()
@@ -126,9 +148,12 @@ def test_attached_widget_follows_a_ddp_job_and_replays_it(tmp_path):
             grad = torch.tensor(grad)
             assert torch.equal(grad, torch.tensor(r1["grads"][name]))  # all-reduced
             _check_leaf(live[f"leaf:{name}"], grad)
-        # Intermediates are rank 0's own gradient, and labelled so.
-        assert all(s.get("local") for s in live.values() if s["kind"] == "op")
-        assert w.grad_watch["local_intermediates"] is True
+        # Intermediates: every rank's gradient together (each of its own batch), reduced.
+        whole = torch.cat([torch.tensor(r0["inter"]), torch.tensor(r1["inter"])])
+        _check_leaf(live["module.0/AddmmBackward0#0"], whole)
+        ops = [s for s in live.values() if s["kind"] == "op"]
+        assert ops and all(s["local"] is False and s["ranks"] == 2 for s in ops)
+        assert w.grad_watch["local_intermediates"] is False and w.grad_watch["op_samples"] > 0
         assert w.runs[0]["losses"] == pytest.approx(r0["losses"])
         assert w.run_info[0]["n_losses"] == STEPS and w.run_info[0]["status"] == "done"
         assert w.grad_stats  # the live colors' wire update

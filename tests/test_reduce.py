@@ -41,9 +41,19 @@ def _ranks_body(rank: int, world_size: int) -> dict:
     return {"full": full, "norm": norm, "decision": decision}
 
 
+def _both(rank: int, world_size: int) -> dict:
+    return {"stats": _ranks_body(rank, world_size), "schedule": _schedule_body(rank, world_size)}
+
+
+@pytest.fixture(scope="module")
+def ranks() -> list[dict]:
+    """One launch of 2 gloo ranks for both tests (spawning ranks takes most of the time)."""
+    return run_ranks(_both, world_size=2, timeout=100)
+
+
 @pytest.mark.timeout(120)
-def test_reduced_statistics_equal_the_whole_tensors():
-    results = run_ranks(_ranks_body, world_size=2, timeout=100)
+def test_reduced_statistics_equal_the_whole_tensors(ranks):
+    results = [r["stats"] for r in ranks]
     for res in results:
         assert res["decision"] == [7.0, 1.0]  # rank 0's, on every rank
         for whole, got, cheap in zip(_wholes(), res["full"], res["norm"], strict=True):
@@ -72,3 +82,57 @@ def test_reduced_statistics_equal_the_whole_tensors():
             assert cheap["nonfinite"] == got["nonfinite"]
             assert math.isnan(cheap["mean"]) and cheap["hist"] is None
     assert results[0]["full"] == results[1]["full"]
+
+
+def _schedule_body(rank: int, world_size: int) -> dict:
+    import time
+
+    import torch.distributed as dist
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    import gradwidget as gw
+    from gradwidget import _shared
+
+    _shared.MIN_PERIOD = 0.05  # samples a few steps apart in a short run
+    torch.manual_seed(0)
+    model = DDP(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1)))
+    torch.manual_seed(100 + rank)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    group = dist.new_group(backend="gloo")
+    with gw.record(model) as rec:
+        out = model(x)
+    graph = rec.graph_of(out)
+    nn.functional.mse_loss(out, y).backward()
+    opt.step()
+    got: list[dict] = []
+    tier = _shared.SharedTier(
+        graph, model, group, every=0.01, max_overhead=0.03, on_sample=got.append, on_error=print
+    )
+    calls = []
+    original = dist.all_reduce
+    dist.all_reduce = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    steps = []
+    try:
+        for _ in range(60):
+            before, seen = len(calls), len(got)
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+            steps.append((len(calls) - before, len(got) - seen))
+            time.sleep(0.005 * (1 + rank))  # rank 1 slower: rank 0's clock decides alone
+    finally:
+        dist.all_reduce = original
+        tier.remove()
+    return {"steps": steps, "norms": [s["module.0/AddmmBackward0#0"]["norm"] for s in got]}
+
+
+@pytest.mark.timeout(120)
+def test_ranks_sample_the_same_forwards_with_no_collective_between_samples(ranks):
+    r0, r1 = (r["schedule"] for r in ranks)
+    assert r0["steps"] == r1["steps"]  # the same forwards, the same collectives
+    sampled = [n for _, n in r0["steps"]]
+    assert sum(sampled) >= 2 and sampled.count(0) >= sum(sampled)  # samples, with gaps
+    assert all((calls > 0) == bool(n) for calls, n in r0["steps"])
+    assert r0["norms"] == r1["norms"]  # one reduced value, on both ranks
