@@ -23,7 +23,7 @@ function fail(el, text) {
 
 /**
  * @template T
- * @param {Promise<T>} promise
+ * @param {Promise<T>|T} promise
  * @param {number} ms
  * @param {string} what
  * @returns {Promise<T>}
@@ -31,7 +31,7 @@ function fail(el, text) {
 function within(promise, ms, what) {
   let timer;
   const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms / 1000} s`)), ms);
+    timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms / 1000} s`)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
@@ -49,9 +49,9 @@ async function composed(model, host) {
   if (!host || typeof host.getWidget !== "function") {
     throw new Error("this notebook host has no host.getWidget (an anywidget front-end older than 0.11)");
   }
-  if (!ref) throw new Error("the graph widget carries no loader reference");
-  const loader = await within(Promise.resolve(host.getWidget(ref)), COMPOSE_TIMEOUT_MS, "host.getWidget");
-  if (!loader || !loader.exports || !loader.exports.frontend) throw new Error("the loader widget exported nothing");
+  if (!ref) throw new Error("no loader reference");
+  const loader = await within(host.getWidget(ref), COMPOSE_TIMEOUT_MS, "host.getWidget");
+  if (!loader.exports.frontend) throw new Error("the loader widget exported nothing");
   return loader.exports;
 }
 
@@ -72,7 +72,7 @@ async function importText(code) {
  * This widget's own copy of the loader: the kernel sends the loader widget's traits and its
  * module (loader.js) on request, and the loader's own initialize() makes the exports.
  * @param {any} model
- * @returns {Promise<any>} the loader's exports, plus `ownCopyBytes`
+ * @returns {Promise<any>} the loader's exports, plus `note(el, why)` saying why it is heavier here
  */
 function ownCopy(model) {
   const reply = new Promise((resolve, reject) => {
@@ -85,30 +85,15 @@ function ownCopy(model) {
       importText(new TextDecoder().decode(esm))
         .then((loader) => {
           const exports = loader.default.initialize({ model: { get: (/** @type {string} */ k) => traits[k] } });
-          resolve(Object.assign(exports, { ownCopyBytes: bytes }));
+          const note = (/** @type {HTMLElement} */ el, /** @type {string} */ why) => loader.explainOwnCopy(el, why, bytes);
+          resolve(Object.assign(exports, { note }));
         })
         .catch(reject);
     };
     model.on("msg:custom", onMsg);
   });
   model.send({ type: "frontend_bundle" });
-  return within(reply, BUNDLE_TIMEOUT_MS, "the kernel (asked for the widget's front-end)");
-}
-
-/**
- * Say once, in this view, why it is heavier here.
- * @param {HTMLElement} el
- * @param {string} why
- * @param {number} bytes
- */
-function explain(el, why, bytes) {
-  const note = document.createElement("div");
-  note.className = "gw-host-note";
-  note.textContent =
-    `This notebook host cannot share gradwidget's front-end between widgets (${why}), so this ` +
-    `widget loaded its own copy of Graphviz and the front-end (${(bytes / 1e6).toFixed(1)} MB). ` +
-    "JupyterLab, Notebook 7 and marimo share one copy per page.";
-  el.prepend(note);
+  return within(reply, BUNDLE_TIMEOUT_MS, "the kernel (asked for a copy)");
 }
 
 export default {
@@ -138,13 +123,10 @@ export default {
         if (r === ref || !host || typeof host.getWidget !== "function") return { exports };
         return host.getWidget(r);
       },
-      async getModel(/** @type {string} */ r) {
-        if (!host || typeof host.getModel !== "function") throw new Error("no host.getModel here");
-        return host.getModel(r);
-      },
+      getModel: (/** @type {string} */ r) => host.getModel(r),
     };
     const cleanup = await mod.default.render({ ...props, host: own });
-    explain(el, why, exports.ownCopyBytes || 0);
+    exports.note(el, why);
     return cleanup;
   },
 };
