@@ -8,6 +8,8 @@ import { formatStat } from "./format.js";
 import { mergeStats, watchStatus } from "./live_stats.js";
 import { mountModuleBadges } from "./module_badges.js";
 import { mountOrigin } from "./origin_view.js";
+import { Frames, mountScrub } from "./scrub.js";
+import { constants } from "./shared.js";
 import { decodeStats, nodeTable } from "./wire.js";
 
 /** Norm samples kept per node for the sparkline. */
@@ -114,23 +116,56 @@ export function gradStyles(latest, ids, domain = logDomain(latest.values())) {
  * (live_stats.js mergeStats; `measured` says which sample measured each).
  */
 export class GradStore {
-  constructor() {
-    /** @type {Map<number, import("./live_stats.js").MergedStats>} */
-    this.latest = new Map();
+  /** @param {string[]} [columns] statistic columns the step slider keeps per frame */
+  constructor(columns = []) {
+    /** @type {Map<number, import("./live_stats.js").MergedStats>} the latest, live */
+    this.live = new Map();
     /** @type {Map<number, number[]>} */
     this.history = new Map();
-    this.step = 0;
+    this.liveStep = 0;
     this.updates = 0;
     /** @type {Set<(rows: NodeStats[]) => void>} */
     this.listeners = new Set();
+    /** One compact frame per update, for the step slider (scrub.js). */
+    this.frames = new Frames(columns);
+    /** @type {{sample: number, time: number, latest: Map<number, any>}|null} a frame shown instead of live */
+    this.pinned = null;
+  }
+
+  /** What the views show: a pinned frame's statistics, else the live ones. */
+  get latest() {
+    return this.pinned ? this.pinned.latest : this.live;
+  }
+
+  /** The sample the views show. */
+  get step() {
+    return this.pinned ? this.pinned.sample : this.liveStep;
+  }
+
+  /**
+   * Show a frame (Frames.at) instead of the live statistics; null: live again. The views
+   * are told with every row of what they now show.
+   */
+  pin(frame) {
+    this.pinned = frame;
+    const rows = [...this.latest.values()];
+    for (const fn of this.listeners) fn(rows);
+  }
+
+  /** Forget everything (a new graph). */
+  reset() {
+    this.pinned = null;
+    this.live.clear();
+    this.history.clear();
+    this.frames.list = [];
   }
 
   /** @param {{step: number, rows: NodeStats[]}} msg */
   apply(msg) {
-    this.step = msg.step;
+    this.liveStep = msg.step;
     this.updates += 1;
     for (const s of msg.rows) {
-      this.latest.set(s.row, mergeStats(this.latest.get(s.row), s, msg.step));
+      this.live.set(s.row, mergeStats(this.live.get(s.row), s, msg.step));
       // The sparkline: a measured norm, or NaN (a red tick) for NaN/Inf in the gradient.
       if (!(s.nonfinite > 0) && !(s.norm >= 0)) continue;
       let h = this.history.get(s.row);
@@ -138,7 +173,9 @@ export class GradStore {
       h.push(s.nonfinite > 0 ? NaN : s.norm);
       if (h.length > HISTORY) h.splice(0, h.length - HISTORY);
     }
-    for (const fn of this.listeners) fn(msg.rows);
+    if (this.frames.columns.length) this.frames.push(msg.step, this.live);
+    // A pinned frame stays on screen: the views hear of new samples on "live".
+    for (const fn of this.listeners) fn(this.pinned ? [] : msg.rows);
   }
 
   /** @param {(rows: NodeStats[]) => void} fn @returns {() => void} */
@@ -244,7 +281,7 @@ function mountLint({ model, ctx }) {
  * @returns {() => void} cleanup
  */
 export function mountLive({ model, el, ctx }) {
-  const store = new GradStore();
+  const store = new GradStore(constants().stat_columns);
   ctx.grads = store;
   // Style layers stack in creation order: the gradient colors first, marks above them.
   ctx.setNodeStyles(new Map(), "grad");
@@ -290,8 +327,7 @@ export function mountLive({ model, el, ctx }) {
   };
   const onNodes = () => {
     scale = null;
-    store.latest.clear();
-    store.history.clear();
+    store.reset();
     ctx.setNodeStyles(new Map(), "grad");
   };
   model.on("change:grad_stats", onStats);
@@ -303,6 +339,7 @@ export function mountLive({ model, el, ctx }) {
     mountFlow({ model, el, ctx, store }),
     mountOrigin({ model, ctx }),
     mountModuleBadges({ model, ctx, store }),
+    mountScrub({ model, ctx, store, restyle: schedule }),
   ];
   onStats();
   return () => {

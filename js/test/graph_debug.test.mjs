@@ -60,3 +60,24 @@ test("keyboard steps: up to an input, down to a consumer, left/right among the o
   assert.equal(step({ row: 3, key: "ArrowDown", inputs, outs, alts: null }), null);
   assert.equal(step({ row: 3, key: "ArrowLeft", inputs, outs, alts: null }), null);
 });
+
+import { Frames } from "../src/scrub.js";
+
+test("frames: bounded, each a snapshot of every node as of its sample", () => {
+  const frames = new Frames(["norm", "nonfinite", "update_ratio"], 3);
+  const latest = new Map();
+  for (let k = 1; k <= 5; k++) {
+    latest.set(0, { norm: k, nonfinite: 0, update_ratio: NaN });
+    if (k === 2) latest.set(7, { norm: 0.5, nonfinite: 1, update_ratio: 1e-3 });
+    frames.push(k, latest);
+  }
+  assert.deepEqual(frames.list.map((f) => f.sample), [3, 4, 5]);
+  assert.equal(frames.bytes, 3 * (2 * 4 + 2 * 3 * 4));
+  const f = frames.at(0);
+  assert.equal(f.sample, 3);
+  assert.equal(f.latest.get(0).norm, 3);
+  assert.equal(f.latest.get(7).nonfinite, 1);
+  assert.ok(Math.abs(f.latest.get(7).update_ratio - 1e-3) < 1e-9);
+  assert.deepEqual(f.latest.get(0).measured, { norm: 3, nonfinite: 3 }); // NaN: not measured
+  assert.equal(frames.at(9), null);
+});

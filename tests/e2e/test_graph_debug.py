@@ -33,6 +33,22 @@ SETUP = (
     "w = gw.GradWidget(model, example_input=x, depth=0, expanded=['1'])\n"
     "w"
 )
+# Seven samples whose colors move (the gradients shrink 10x), for the step slider.
+TRAIN = (
+    "opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+    "with w.watch(model, every=0):\n"
+    "    for _ in range(7):\n"
+    "        opt.zero_grad()\n"
+    "        model(x).square().mean().backward()\n"
+    "        opt.step()\n"
+    "kept = w.history"
+)
+FILLS_JS = """
+(root) => [...root.querySelectorAll('svg g.node')].map((g) => {
+  const s = g.querySelector('polygon, path, ellipse');
+  return s ? s.style.fill : '';
+}).join('|')
+"""
 STEP = (
     "with w.watch(model, every=0, trace='always'):\n"
     "    model.zero_grad()\n"
@@ -42,7 +58,7 @@ STEP = (
 
 @pytest.mark.parametrize("app", ["lab"], indirect=True)
 def test_module_badges_and_nan_origin_path(nb):
-    nb.open([SETUP, STEP])
+    nb.open([SETUP, TRAIN, STEP])
     nb.run_all(timeout=180)
     widget = nb.widget()
     pane = widget.locator(".gw-graph")
@@ -80,6 +96,43 @@ def test_module_badges_and_nan_origin_path(nb):
     widget.locator(f"g.node[data-name='n{row}']").wait_for(state="detached", timeout=30_000)
     box = widget.locator("g.node.gw-module[data-zero-params]").first
     box.wait_for(timeout=30_000)
+
+    # The step slider replays the kept samples on this layout: colors and the detail panel
+    # follow, nothing is laid out again; "live" snaps back.
+    nb.execute("w.selected = 'leaf:3.weight'")
+    scrub = widget.locator(".gw-scrub")
+    scrub.wait_for(state="visible", timeout=15_000)
+    assert int(scrub.get_attribute("data-frames")) == 8 == nb.py("len(kept) + 1")
+    norm_cell = widget.locator(".gw-detail td[data-stat='norm']")
+    norm_cell.wait_for(timeout=15_000)
+    live_fills = widget.evaluate(FILLS_JS)
+    live_norm = norm_cell.inner_text()
+    layouts = pane.get_attribute("data-layouts")
+    scrub.locator("input.gw-scrub-range").fill("0")
+    nb.page.wait_for_function(
+        "(el) => el.dataset.pinned !== ''", arg=scrub.element_handle(), timeout=10_000
+    )
+    nb.page.wait_for_function(
+        "([root, fills]) => " + FILLS_JS.strip() + "(root) !== fills",
+        arg=[widget.element_handle(), live_fills],
+        timeout=10_000,
+    )
+    first = nb.py("kept[0][2]['leaf:3.weight']['norm']")
+    nb.page.wait_for_function(
+        "([td, live]) => td.textContent !== live", arg=[norm_cell.element_handle(), live_norm]
+    )
+    assert float(norm_cell.inner_text().split()[0]) == pytest.approx(first, rel=5e-3)
+    assert pane.get_attribute("data-layouts") == layouts  # restyle only
+    assert float(scrub.get_attribute("data-scrub-ms")) < 1000  # sanity, not a benchmark
+    widget.screenshot(path=str(_shot("step-slider.png")))
+    scrub.locator("button.gw-scrub-live").click()
+    nb.page.wait_for_function(
+        "([root, fills]) => " + FILLS_JS.strip() + "(root) === fills",
+        arg=[widget.element_handle(), live_fills],
+        timeout=10_000,
+    )
+    assert norm_cell.inner_text() == live_norm and scrub.get_attribute("data-pinned") == ""
+    nb.execute("w.selected = ''")
 
     # The box of module "0" (a Block whose gate gets an all-zero gradient): its badge and
     # its numbers are those of w.module_stats().
