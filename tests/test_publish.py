@@ -6,10 +6,14 @@ side is an attached widget in this process, read through its Python-side state.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,62 +35,20 @@ def _model_and_data(rank: int):
     return model, torch.randn(16, 4), torch.randn(16, 1)
 
 
-def _job(
-    rank: int,
-    world_size: int,
-    logdir: str,
-    kill_at: int | None = None,
-    intermediates: str = "reduced",
-) -> dict:
-    import torch.distributed as dist
-    from torch.optim.optimizer import register_optimizer_step_pre_hook
-
+def _job(rank: int, world_size: int, logdir: str, kill_at: int) -> None:
+    """The test job on ranks of torch.multiprocessing; rank 1 is killed at step ``kill_at``."""
     model, x, y = _model_and_data(rank)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    stepped: dict[str, list] = {}
-
-    def spy(optimizer, args, kwargs):  # the gradient this rank steps with
-        stepped.update({n: p.grad.tolist() for n, p in model.named_parameters()})
-
-    handle = register_optimizer_step_pre_hook(spy)
-    inter: dict[str, list] = {}  # the gradient flowing into the first Linear's addmm
-
-    def keep(module, args, out):
-        out.register_hook(lambda g: inter.update(first=g.tolist()))
-
-    model.module[0].register_forward_hook(keep)
-    pub = gw.publish(model, logdir, every=0, job="ddp", intermediates=intermediates)
-    # Count the collectives publish() starts from here on.
-    calls = []
-    names = ("all_reduce", "broadcast", "broadcast_object_list", "all_gather", "barrier")
-    originals = {n: getattr(dist, n) for n in names}
-    for n, fn in originals.items():
-        setattr(dist, n, lambda *a, _n=n, _fn=fn, **k: (calls.append(_n), _fn(*a, **k))[1])
-    losses, per_step = [], []
-    try:
-        with pub:
-            for i in range(STEPS):
-                if kill_at is not None and rank == 1 and i == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                opt.zero_grad()
-                loss = nn.functional.mse_loss(model(x), y)
-                loss.backward()
-                opt.step()
-                pub.log(loss=loss)
-                losses.append(loss.item())
-                shared = pub.shared.samples if pub.shared is not None else 0
-                per_step.append((len(calls), shared))
-                time.sleep(0.03)  # long enough for the notebook to see it running
-    finally:
-        for n, fn in originals.items():
-            setattr(dist, n, fn)
-        handle.remove()
-    # Collectives per step, and whether the intermediates were sampled on it.
-    steps, last = [], (0, 0)
-    for now in per_step:
-        steps.append((now[0] - last[0], now[1] > last[1]))
-        last = now
-    return {"grads": stepped, "losses": losses, "steps": steps, "inter": inter["first"]}
+    with gw.publish(model, logdir, every=0, job="ddp") as pub:
+        for i in range(STEPS):
+            if rank == 1 and i == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            pub.log(loss=loss)
+            time.sleep(0.03)
 
 
 def _wait(cond, timeout: float, what: str) -> None:
@@ -124,19 +86,52 @@ def _check_leaf(shown: dict, grad: torch.Tensor) -> None:
     assert shown["hist"] == torch.histc(grad, bins=32, min=lo, max=hi).tolist()
 
 
+def _torchrun(logdir: Path, steps: int = STEPS) -> subprocess.Popen:
+    """The README's command on the test job: ``torchrun --nproc_per_node=2 job.py``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if os.path.exists("/sys/class/net/lo"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo on the loopback device
+    torchrun = Path(sys.executable).with_name("torchrun")
+    script = Path(__file__).with_name("_publish_job.py")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(logdir)]
+    return subprocess.Popen(
+        [*cmd, str(steps)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: killed as a whole on a timeout
+    )
+
+
+def _finish(proc: subprocess.Popen, timeout: float) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(f"torchrun did not finish in {timeout} s:\n{out.decode()}") from None
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text
+    return text
+
+
 @pytest.mark.timeout(240)
-def test_attached_widget_follows_a_ddp_job_and_replays_it(tmp_path):
+def test_attached_widget_follows_a_torchrun_job_and_replays_it(tmp_path):
     w = gw.attach(tmp_path)  # before the job starts: it waits for one
     assert w.job["state"] == "waiting"
-    thread, box = _in_thread(run_ranks, _job, str(tmp_path), world_size=2, timeout=180)
+    proc = _torchrun(tmp_path)
     try:
-        _wait(lambda: w.job.get("state") == "running" and w.stats(), 150, "a running job")
+        running = lambda: w.job.get("state") == "running" and w.stats()  # noqa: E731
+        _wait(lambda: running() or proc.poll() is not None, 150, "a running job")
+        if proc.poll() is not None:  # it ended already: a failure, or a very fast machine
+            _finish(proc, 10)
+            w.refresh()
         assert w.job["world_size"] == 2 and "2 ranks" in w.title
         assert len(w.graph) > 0 and w.nodes["id"] == [n.id for n in w.graph.nodes]
-        _wait(lambda: w.job.get("state") == "finished", 150, "the job to finish")
-        thread.join(60)
-        assert "error" not in box, box.get("error")
-        r0, r1 = box["value"]
+        _wait(lambda: w.job.get("state") != "running" or proc.poll(), 150, "the job to finish")
+        _finish(proc, 60)
+        _wait(lambda: w.job.get("state") == "finished", 10, "the job to be finished")
+        r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
         # Collectives only on the steps whose intermediates were sampled, the same on both
         # ranks (the parameters' statistics need none).
         assert r0["steps"] == r1["steps"]
@@ -159,6 +154,9 @@ def test_attached_widget_follows_a_ddp_job_and_replays_it(tmp_path):
         assert w.grad_stats  # the live colors' wire update
     finally:
         w.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
     assert not w.following
     # Attaching to the finished job replays it: the same final state.
     replay = gw.attach(tmp_path / "ddp.gwlog")
