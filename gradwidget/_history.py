@@ -51,6 +51,11 @@ class History:
         return len(self._items)
 
     @property
+    def last_step(self) -> int | None:
+        """Step of the latest kept sample (None before the first)."""
+        return self._items[-1][0] if self._items else None
+
+    @property
     def nbytes(self) -> int:
         """Bytes of the kept statistic arrays."""
         return sum(a.nbytes for *_, a in self._items)

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import traitlets
 
+from ._compare import RunGrads
 from ._graph import Graph
 from ._history import DEFAULT_HISTORY
 from ._lint import LintConfig
@@ -34,6 +35,13 @@ class LiveGradients(traitlets.HasTraits):
         help='Where the current NaN/Inf gradient starts: "node", "kind" (backward, forward, '
         'data, leaf), "value" (NaN/Inf), "op", "name", "module", "source", "path" (node ids '
         "from an output to it); {} when none (Watcher.origin)."
+    ).tag(sync=True)
+    compare_runs = traitlets.List(
+        traitlets.Int(), help="Two run ids whose gradients the graph is colored by ([]: off)."
+    ).tag(sync=True)
+    grad_compare = traitlets.Dict(
+        help='For compare_runs: "runs", "step" and "ratios" (node id -> log10 of run a\'s '
+        'gradient norm over run b\'s, NaN where undefined), or "error"; {} when off.'
     ).tag(sync=True)
     grad_watch = traitlets.Dict(
         help='Watch state: "watching", "every_ms", "samples", the tiers\' "leaf_samples", '
@@ -168,6 +176,47 @@ class LiveGradients(traitlets.HasTraits):
         origin = watcher.origin if watcher is not None else None
         return origin["node"] if origin else None
 
+    def compare(self, run_a: int, run_b: int, step: int | None = None) -> dict[str, float]:
+        """Per node ``log10(‖grad‖ in run_a / ‖grad‖ in run_b)`` at one step of both runs.
+
+        Parameters
+        ----------
+        run_a, run_b : int
+            Run ids (``w.runs[i]["id"]``) trained while this widget watched.
+        step : int, optional
+            Step of the runs (1 = each run's first optimizer step); default the latest step
+            sampled in both (every run's first and last steps always are; ``watch(every=0)``
+            samples every step).
+
+        Returns
+        -------
+        dict
+            Node id -> log-ratio (0: equal, 1: run_a's gradient is 10x larger); NaN where a
+            norm is 0 or not finite. The graph shows it when ``compare_runs`` is set.
+        """
+        return self._runs_grads().compare(run_a, run_b, step)[1]
+
+    def _runs_grads(self) -> RunGrads:
+        rg = getattr(self, "_run_grads", None)
+        if rg is None:
+            rg = self._run_grads = RunGrads()
+        return rg
+
+    @traitlets.observe("compare_runs")
+    def _on_compare(self, change: dict) -> None:
+        runs = list(change["new"])
+        if len(runs) != 2:
+            self.grad_compare = {}
+            return
+        try:
+            step, ratios = self._runs_grads().compare(runs[0], runs[1])
+        except ValueError as err:
+            self.grad_compare = {"runs": runs, "error": str(err)}
+            return
+        # JSON has no NaN: undefined ratios are left out.
+        clean = {k: v for k, v in ratios.items() if v == v}
+        self.grad_compare = {"runs": runs, "step": step, "ratios": clean}
+
     def module_stats(self) -> dict[str, dict[str, Any]]:
         """Latest gradient aggregates per module path (what a collapsed module box shows).
 
@@ -200,6 +249,9 @@ class LiveGradients(traitlets.HasTraits):
 
     def _send_grads(self, watcher: Watcher, changed: list[str]) -> None:
         sample = watcher.last_sample
+        run = getattr(self, "_grad_run", None)
+        if run is not None and watcher.history.last_step is not None:
+            self._runs_grads().add(run, watcher.history.last_step, sample)
         self.grad_stats = encode_stats({k: sample[k] for k in changed}, watcher.samples)
         if watcher.lints != self.grad_lint:
             self.grad_lint = watcher.lints
@@ -235,6 +287,9 @@ class RunWatch:
                 self._auto = w.watch()
         if w.watcher is not None:
             w.watcher.begin_run()
+        # Samples of this run are kept by run id and step, for compare().
+        running = [r["id"] for r in getattr(w, "run_info", []) if r.get("status") == "running"]
+        w._grad_run = max(running) if running else None  # type: ignore[attr-defined]
 
     def sample_next(self) -> None:
         if self._w.watcher is not None:
@@ -243,6 +298,10 @@ class RunWatch:
     def end_run(self) -> None:
         if self._w.watcher is not None:
             self._w.watcher.end_run()
+        w = self._w
+        w._grad_run = None  # type: ignore[attr-defined]
+        if len(w.compare_runs) == 2:  # the compared runs may have changed: recompute
+            w._on_compare({"new": w.compare_runs})
         if self._auto is not None:
             self._auto.remove()  # hooks live only while a run does; stats() keeps the values
 
