@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.deps-stamp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test test-unit test-js test-browser test-notebooks test-binder lint format bench js clean system-deps
+.PHONY: setup demo test test-unit test-js test-browser test-notebooks test-binder test-floors lint format bench js clean system-deps
 
 setup: system-deps $(STAMP) js
 	$(PIP) install -q --no-deps --no-build-isolation -e .
@@ -64,11 +64,18 @@ test-notebooks:
 test-binder: $(STAMP)
 	bash binder/test-recipe.sh $(CURDIR)/$(PY)
 
+# The lowest anywidget and ipywidgets pyproject.toml declares (and the ipywidgets front-end
+# packages that floor allows) in a fresh venv reusing this venv's other packages: the widget's
+# unit tests and one JupyterLab test against them (tests/floors.py). About a minute.
+test-floors: $(STAMP)
+	$(PY) tests/floors.py /tmp/gradwidget-floors
+
 test: setup lint
 	$(MAKE) --no-print-directory test-js
 	$(PY) -m pytest -p no:cacheprovider tests
 	$(MAKE) --no-print-directory test-notebooks
 	$(MAKE) --no-print-directory test-binder
+	$(MAKE) --no-print-directory test-floors
 
 bench: setup
 	$(PY) bench/run.py
