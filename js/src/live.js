@@ -7,6 +7,7 @@ import { el } from "./dom.js";
 import { formatStat } from "./format.js";
 import { mergeStats, watchStatus } from "./live_stats.js";
 import { mountModuleBadges } from "./module_badges.js";
+import { mountCompare } from "./compare_view.js";
 import { mountOrigin } from "./origin_view.js";
 import { Frames, mountScrub } from "./scrub.js";
 import { constants } from "./shared.js";
@@ -340,6 +341,7 @@ export function mountLive({ model, el, ctx }) {
     mountOrigin({ model, ctx }),
     mountModuleBadges({ model, ctx, store }),
     mountScrub({ model, ctx, store, restyle: schedule }),
+    mountCompare({ model, ctx }),
   ];
   onStats();
   return () => {

@@ -81,3 +81,19 @@ test("frames: bounded, each a snapshot of every node as of its sample", () => {
   assert.deepEqual(f.latest.get(0).measured, { norm: 3, nonfinite: 3 }); // NaN: not measured
   assert.equal(frames.at(9), null);
 });
+
+import { compareStyles, diverging } from "../src/compare_view.js";
+
+test("comparison colors: diverging around equal, scaled to the largest ratio", () => {
+  assert.equal(diverging(0).css, "rgb(247,247,247)");
+  assert.equal(diverging(-1).css, "rgb(33,102,172)");
+  assert.equal(diverging(1).css, "rgb(178,24,43)");
+  assert.equal(diverging(5).css, diverging(1).css);
+  const { styles, span } = compareStyles({ a: 2, b: -1, c: 0, d: NaN });
+  assert.equal(span, 2);
+  assert.equal(styles.get("a").fill, diverging(1).css);
+  assert.equal(styles.get("b").fill, diverging(-0.5).css);
+  assert.equal(styles.get("c").value, 0);
+  assert.ok(!styles.has("d"));
+  assert.equal(compareStyles({ a: 0.01 }).span, 0.1); // tiny differences stay pale
+});

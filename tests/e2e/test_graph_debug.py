@@ -1,7 +1,8 @@
 """Debugging on the graph in a real JupyterLab, one page: Ctrl+F finds a node inside a
 collapsed module and opens it, arrows walk the edges; a collapsed module box carries its
 gradients (badge, tooltip, the numbers of ``w.module_stats()``); the path from the output to
-where a NaN gradient starts is highlighted. All but the module opening are restyles."""
+where a NaN gradient starts is highlighted; two runs are compared. All but the module opening
+are restyles."""
 
 from __future__ import annotations
 
@@ -42,6 +43,22 @@ TRAIN = (
     "        model(x).square().mean().backward()\n"
     "        opt.step()\n"
     "kept = w.history"
+)
+RUNS = (
+    "with torch.no_grad():\n"
+    "    model[1].scale.fill_(1.0)\n"
+    "def step(opt):\n"
+    "    opt.zero_grad()\n"
+    "    loss = model(x).square().mean()\n"
+    "    loss.backward()\n"
+    "    opt.step()\n"
+    "    return loss\n"
+    "w.watch(model, every=0)\n"
+    "w.optimizer = 'SGD'\n"
+    "w.lr = 0.01\n"
+    "w.train(step, steps=4)\n"
+    "w.lr = 0.3\n"
+    "assert w.wait(60)"
 )
 FILLS_JS = """
 (root) => [...root.querySelectorAll('svg g.node')].map((g) => {
@@ -176,6 +193,21 @@ def test_module_badges_and_nan_origin_path(nb):
     lint.wait_for(timeout=15_000)
     assert "NaN gradient starts at 1 · DivBackward0" in lint.inner_text()
     widget.screenshot(path=str(_shot("nan-origin.png")))
+    # Two Trainer runs from the same start (lr 0.01, then 0.3), compared in the header.
+    nb.execute(RUNS)
+    pick = widget.locator(".gw-compare-pick")
+    pick.wait_for(state="visible", timeout=15_000)
+    run_a, run_b = nb.py("[r['id'] for r in w.runs]")
+    pick.locator("select.gw-compare-a").select_option(str(run_a))
+    pick.locator("select.gw-compare-b").select_option(str(run_b))
+    assert nb.wait_py("w.compare_runs", [run_a, run_b]) == [run_a, run_b]
+    nb.page.wait_for_function(
+        "(el) => Number(el.dataset.colored) > 0", arg=pick.element_handle(), timeout=15_000
+    )
+    assert widget.locator("g.node.gw-compare").count() >= 3
+    assert "at step 4" in pick.locator(".gw-compare-note").inner_text()
+    assert pick.locator(".gw-compare-legend").is_visible()
+    widget.screenshot(path=str(_shot("compare-runs.png")))
     # Every mark was a restyle: Graphviz laid out the first view and the opened module only.
     assert pane.get_attribute("data-layouts") == "2"
     nb.assert_no_errors()
