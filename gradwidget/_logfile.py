@@ -21,6 +21,7 @@ alive, at which step, and how a rank ended.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import struct
@@ -28,6 +29,8 @@ import zlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ._graph import Graph, ModuleInfo, Node, SavedTensor
 
@@ -44,8 +47,34 @@ _COMPRESSED = {GRAPH, SAMPLE}
 MAX_RECORD = 1 << 30
 
 
+#: Number lists of a sample's statistics that travel as raw float64 (base64) in the JSON:
+#: formatting floats as text was most of a sample's encoding time (0.7 -> 0.2 ms here).
+_PACKED_LISTS = ("values", "data", "hist")
+_F64 = "__f64__"
+
+
+def _pack_sample(value: dict[str, Any]) -> dict[str, Any]:
+    stats = {}
+    for nid, st in value.get("stats", {}).items():
+        st = dict(st)
+        for key in _PACKED_LISTS:
+            v = st.get(key)
+            if v:
+                st[key] = {_F64: base64.b64encode(np.asarray(v, dtype="<f8").tobytes()).decode()}
+        stats[nid] = st
+    return {**value, "stats": stats}
+
+
+def _unpack(obj: dict[str, Any]) -> Any:
+    if _F64 in obj:
+        return np.frombuffer(base64.b64decode(obj[_F64]), dtype="<f8").tolist()
+    return obj
+
+
 def encode(kind: int, value: Any) -> bytes:
     """One whole record (header and payload) of ``value``."""
+    if kind == SAMPLE:
+        value = _pack_sample(value)
     payload = json.dumps(value, separators=(",", ":")).encode("utf-8")
     if kind in _COMPRESSED:
         payload = zlib.compress(payload, 1)  # level 1: the job's CPU matters more than bytes
@@ -56,7 +85,7 @@ def encode(kind: int, value: Any) -> bytes:
 def _decode(kind: int, payload: bytes) -> Any:
     if kind in _COMPRESSED:
         payload = zlib.decompress(payload)
-    return json.loads(payload.decode("utf-8"))
+    return json.loads(payload.decode("utf-8"), object_hook=_unpack if kind == SAMPLE else None)
 
 
 class LogWriter:

@@ -192,7 +192,8 @@ def test_log_reader_stops_before_a_partial_record_and_reads_it_once_complete(tmp
     path = tmp_path / "j.gwlog"
     writer = lf.LogWriter(path)
     writer.write(lf.JOB, {"job": "j", "world_size": 1})
-    writer.write(lf.SAMPLE, {"samples": 1, "stats": {"a": {"norm": float("nan")}}})
+    stats = {"a": {"norm": 0.1, "values": [0.1, -2e-30, 3.5], "hist": [1.0] * 32, "data": None}}
+    writer.write(lf.SAMPLE, {"samples": 1, "stats": stats})
     writer.close()
     whole = path.read_bytes()
     loss = {"start": 0, "n": 1, "columns": {"loss": [1.5], "step": [1]}}
@@ -202,6 +203,7 @@ def test_log_reader_stops_before_a_partial_record_and_reads_it_once_complete(tmp
     reader = lf.LogReader(cut)
     records = reader.read()
     assert [k for k, _ in records] == ["job", "sample"]
+    assert records[1][1]["stats"] == stats  # number lists travel as raw float64, exactly
     assert reader.pending == len(last) - 3 and reader.error is None
     assert reader.read() == []
     with open(cut, "ab") as f:  # the rest of the write lands
