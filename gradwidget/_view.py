@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import subprocess
@@ -72,7 +73,15 @@ class GraphView(traitlets.HasTraits):
 
     def _static_picture(self) -> str | None:
         """SVG of the current view by the system ``dot``, or None when that is not cheap."""
-        if not self.dot or not len(self.graph) or shutil.which("dot") is None:
+        if not len(self.graph):
+            # Nothing drawn yet (a callback draws later): say so instead of a blank picture.
+            text = html.escape(self.title or "No graph yet.")
+            return (
+                f'<svg xmlns="http://www.w3.org/2000/svg" width="{8 * len(text) + 16}" '
+                f'height="32"><text x="8" y="20" font-family="Helvetica,sans-serif" '
+                f'font-size="13" fill="#555">{text}</text></svg>'
+            )
+        if not self.dot or shutil.which("dot") is None:
             return None
         cached = getattr(self, "_static_svg", ("", None))
         if cached[0] != self.dot:
