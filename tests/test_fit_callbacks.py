@@ -245,3 +245,25 @@ def test_hf_failure_removes_every_hook_and_keeps_the_widget(tmp_path):
     del trainer.training_step
     trainer.train()  # usable again: a second run, watched
     assert w.runs[-1]["status"] == "done" and hooks(model) == before
+
+
+def test_a_diverging_fit_is_marked_not_stopped(tmp_path):
+    class Wild(TwoLayers):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=50.0)
+
+    torch.manual_seed(0)
+    model, w = Wild(), gw.GradWidget()
+    trainer = pl.Trainer(
+        max_steps=30,
+        callbacks=[w.lightning_callback()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(model, data())
+    run = w.runs[-1]
+    assert run["status"] == "diverged" and trainer.global_step == 30  # the framework's loop
+    assert len(run["losses"]) == 30
