@@ -249,11 +249,11 @@ def test_marimo_light_styles_train_and_reruns(marimo_url, browser, request):
         # The optimizer dropdown reruns from the same start: a second run, recolored live.
         before = s["updates"]
         _choose(page, "select.gw-optimizer", "SGD")
-        s = _wait(page, f"s.runs >= 2 && s.updates > {before}")
+        s = _wait(page, f"s.runs >= 2 && s.updates > {before} && s.state === 'idle'")
         # The lr slider reruns again.
         before = s["updates"]
         _choose(page, "input.gw-lr-slider", "-1")
-        s = _wait(page, f"s.runs >= 3 && s.updates > {before} && s.state !== 'running'")
+        s = _wait(page, f"s.runs >= 3 && s.updates > {before} && s.state === 'idle'")
         assert s["colored"] > 0 and not s["errors"], s
         assert not errors, errors
 
@@ -271,6 +271,6 @@ def test_marimo_dark_theme(marimo_url, browser, request):
             " return j && [j.dataset.gwTheme, getComputedStyle(j).backgroundColor]; }"
         )
         assert jac and jac[0] == "dark" and sum(_rgb(jac[1])) < 3 * 80, jac
-        _wait(page, "s.state !== 'running'")
+        _wait(page, "s.state === 'idle'")
         _screenshot(page, "marimo-dark.png")
         assert not errors, errors
