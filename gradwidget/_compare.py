@@ -2,40 +2,56 @@
 
 A run of the Trainer (each starts from the same snapshot) numbers its optimizer steps from 1;
 every sample published during it is kept here as its nodes' gradient norms at that step
-(float32; at most ``size`` samples per run and :data:`MAX_RUNS` runs: a run of a GPT-2's
-1,500 nodes takes 6 KB per kept step). Comparing two runs at one step gives each node's
-``log10(‖g_a‖ / ‖g_b‖)``. The first and last step of every run are always sampled, so two runs
-of the same length can always be compared at their last step; ``watch(every=0)`` samples
-every step.
+(float32, from the update the widget sends anyway; at most ``size`` samples per run and
+:data:`MAX_RUNS` runs: a run of a GPT-2's 1,500 nodes takes 12 KB per kept step). Comparing
+two runs at one step gives each node's ``log10(‖g_a‖ / ‖g_b‖)``. The first and last step of
+every run are always sampled, so two runs of the same length can always be compared at their
+last step; ``watch(every=0)`` samples every step.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from typing import Any
 
 import numpy as np
+
+from ._constants import STAT_COLUMNS
+from ._wire import stats_columns
+
+_NORM = STAT_COLUMNS.index("norm")
+_NONFINITE = STAT_COLUMNS.index("nonfinite")
 
 #: Runs whose gradients are kept (the oldest is dropped first).
 MAX_RUNS = 8
 
 
 class RunGrads:
-    """Per run id: ``{run step: (node ids, float32 norms)}`` of its samples."""
+    """Per run id: ``{run step: (node rows, float32 norms)}`` of its samples.
 
-    def __init__(self, size: int = 200):
+    Parameters
+    ----------
+    ids : list of str
+        Node id of each row of the node table (what the updates' rows index).
+    """
+
+    def __init__(self, ids: list[str], size: int = 200):
+        self.ids = ids
         self.size = size
-        self._runs: dict[int, dict[int, tuple[tuple[str, ...], np.ndarray]]] = {}
+        self._runs: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
         self._base: dict[int, int] = {}
         self._lock = threading.Lock()  # runs train in a worker thread; compare() reads
 
-    def add(self, run: int, step: int, stats: dict[str, dict[str, Any]]) -> None:
-        """A sample of run ``run`` at global optimizer step ``step`` (its first is step 1)."""
+    def add(self, run: int, step: int, update: bytes) -> None:
+        """A sample (an :func:`~gradwidget._wire.encode_stats` update) of run ``run`` at
+        global optimizer step ``step``; the run's first sample is its step 1."""
+        rows, cols = stats_columns(update)
+        norms = cols[:, _NORM].copy()
+        norms[cols[:, _NONFINITE] > 0] = math.nan  # a NaN/Inf gradient has no norm to compare
         with self._lock:
-            self._add(run, step, stats)
+            self._add(run, step, rows, norms)
 
-    def _add(self, run: int, step: int, stats: dict[str, dict[str, Any]]) -> None:
+    def _add(self, run: int, step: int, rows: np.ndarray, norms: np.ndarray) -> None:
         if run not in self._runs:
             self._runs[run] = {}
             self._base[run] = step - 1
@@ -43,11 +59,7 @@ class RunGrads:
                 old = next(iter(self._runs))
                 del self._runs[old], self._base[old]
         steps = self._runs[run]
-        ids = tuple(stats)
-        norms = np.array([s.get("norm", math.nan) for s in stats.values()], dtype=np.float32)
-        bad = [i for i, s in enumerate(stats.values()) if s.get("nonfinite")]
-        norms[bad] = math.nan  # a NaN/Inf gradient has no norm to compare
-        steps[step - self._base[run]] = (ids, norms)
+        steps[step - self._base[run]] = (rows, norms)
         while len(steps) > self.size:
             del steps[next(iter(steps))]
 
@@ -85,13 +97,13 @@ class RunGrads:
                 f"Step {step!r} was not sampled in both runs {run_a} and {run_b}; "
                 f"steps sampled in both: {common}."
             )
-        (ids_a, na), (ids_b, nb) = a[step], b[step]
-        other = dict(zip(ids_b, nb.tolist(), strict=True))
+        (rows_a, na), (rows_b, nb) = a[step], b[step]
+        other = dict(zip(rows_b.tolist(), nb.tolist(), strict=True))
         out: dict[str, float] = {}
-        for nid, x in zip(ids_a, na.tolist(), strict=True):
-            y = other.get(nid)
+        for r, x in zip(rows_a.tolist(), na.tolist(), strict=True):
+            y = other.get(r)
             if y is None:
                 continue
             ok = x > 0 and y > 0 and math.isfinite(x) and math.isfinite(y)
-            out[nid] = math.log10(x / y) if ok else math.nan
+            out[self.ids[r]] = math.log10(x / y) if ok else math.nan
         return step, out

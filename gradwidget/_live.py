@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -9,7 +10,7 @@ import traitlets
 
 from ._compare import RunGrads
 from ._graph import Graph
-from ._history import DEFAULT_HISTORY
+from ._history import DEFAULT_HISTORY, History
 from ._lint import LintConfig
 from ._modstats import module_stats
 from ._targets import caller_names
@@ -84,7 +85,7 @@ class LiveGradients(traitlets.HasTraits):
             an optimizer writes it into the weights), or never.
         history : int
             Samples kept for ``w.history`` and the step slider under the graph (default
-            200; 36 bytes per sampled node and sample, e.g. ~11 MB for a GPT-2's 1,500 nodes).
+            200; 40 bytes per sampled node and sample, e.g. ~12 MB for a GPT-2's 1,500 nodes).
 
         Returns
         -------
@@ -108,9 +109,10 @@ class LiveGradients(traitlets.HasTraits):
             names=names,
             max_overhead=max_overhead,
             trace=trace,
-            history=history,
         )
+        kept = History(self._node_ids(), history)  # validates before any change
         self.unwatch()  # only once the new one is valid: bad input leaves the old one
+        self._history = kept
         watcher.on_remove = self._on_unwatched
         watcher.detail = {self.selected} if getattr(self, "selected", "") else set()
         self._watcher = watcher
@@ -135,12 +137,15 @@ class LiveGradients(traitlets.HasTraits):
     def history(self) -> list[tuple[int, float, dict[str, dict[str, float]]]]:
         """``(step, time, stats)`` of the last samples kept (oldest first; ``step`` is the
         optimizer step, or the sample number without one; ``stats`` by node id with the wire's
-        statistics, NaN where that sample did not compute one). [] when not watching."""
+        statistics, NaN where that sample did not compute one). [] before any watch."""
         watcher = getattr(self, "_watcher", None)
-        if watcher is None:
-            return []
-        watcher.flush()
-        return watcher.history.items()
+        if watcher is not None:
+            watcher.flush()
+        kept = getattr(self, "_history", None)
+        return kept.items() if kept is not None else []
+
+    def _node_ids(self) -> list[str]:
+        return [n.id for n in self.graph.nodes]
 
     @property
     def watcher(self) -> Watcher | None:
@@ -199,7 +204,7 @@ class LiveGradients(traitlets.HasTraits):
     def _runs_grads(self) -> RunGrads:
         rg = getattr(self, "_run_grads", None)
         if rg is None:
-            rg = self._run_grads = RunGrads()
+            rg = self._run_grads = RunGrads(self._node_ids())
         return rg
 
     @traitlets.observe("compare_runs")
@@ -249,10 +254,13 @@ class LiveGradients(traitlets.HasTraits):
 
     def _send_grads(self, watcher: Watcher, changed: list[str]) -> None:
         sample = watcher.last_sample
+        update = encode_stats({k: sample[k] for k in changed}, watcher.samples)
+        # Kept from the update itself: no per-node work on the training thread.
+        self._history.add(watcher.opt_step, time.time(), update)
         run = getattr(self, "_grad_run", None)
-        if run is not None and watcher.history.last_step is not None:
-            self._runs_grads().add(run, watcher.history.last_step, sample)
-        self.grad_stats = encode_stats({k: sample[k] for k in changed}, watcher.samples)
+        if run is not None:
+            self._runs_grads().add(run, watcher.opt_step, update)
+        self.grad_stats = update
         if watcher.lints != self.grad_lint:
             self.grad_lint = watcher.lints
         origin = watcher.origin or {}
@@ -262,7 +270,7 @@ class LiveGradients(traitlets.HasTraits):
             "watching": True,
             "every_ms": watcher.every * 1000,
             "samples": watcher.samples,
-            "history": watcher.history.size,  # samples the page keeps for its step slider
+            "history": self._history.size,  # samples the page keeps for its step slider
             "synced": watcher.synced,
             **watcher.rates(),
         }

@@ -39,7 +39,6 @@ from . import _lint, _optstep
 from ._budget import Budget
 from ._clock import CLOCK
 from ._graph import Graph
-from ._history import DEFAULT_HISTORY, History
 from ._leaf import LeafTier, rate_of
 from ._optier import OpTier
 from ._origin import ForwardTrace
@@ -91,9 +90,6 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
     intermediates : bool
         Sample a module's intermediates (default); False: its parameters only, with no
         forward hook on the module (a job whose intermediates are sampled across ranks).
-    history : int
-        Samples kept in :attr:`history` (default 200; bounded memory, see
-        :mod:`gradwidget._history`).
     """
 
     def __init__(
@@ -108,7 +104,6 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         max_overhead: float = DEFAULT_MAX_OVERHEAD,
         trace: str = "nonfinite",
         intermediates: bool = True,
-        history: int = DEFAULT_HISTORY,
     ):
         if not isinstance(every, (int, float)) or isinstance(every, bool) or every < 0:
             raise ValueError(f"every must be a number of seconds >= 0, got {every!r}.")
@@ -117,8 +112,6 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
         if trace not in TRACE_MODES:
             raise ValueError(f"trace must be one of {TRACE_MODES}, got {trace!r}.")
         self.trace = trace
-        #: The last samples published, for replay (``(step, time, stats)`` via ``items()``).
-        self.history = History(history)
         self.intermediates = bool(intermediates)
         self.graph = graph
         self.every = float(every)
@@ -186,6 +179,12 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
     def synced(self) -> bool:
         """False when the sampled step's graph did not match the drawn one."""
         return self._op.synced
+
+    @property
+    def opt_step(self) -> int:
+        """Optimizer steps seen so far (samples published, in a loop without an optimizer)."""
+        leaf = self._leaf
+        return leaf.opt_steps if leaf is not None and leaf.seen else self.samples
 
     @property
     def leaf_samples(self) -> int:
@@ -398,9 +397,6 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
                         merged[key] = old[key]
             self.latest[nid] = merged
         self.samples += 1
-        leaf = self._leaf
-        step = leaf.opt_steps if leaf is not None and leaf.seen else self.samples
-        self.history.add(step, time.time(), new)
         seen = {nid: self.latest[nid] for nid in new}  # with what earlier samples knew
         if not any(s["nonfinite"] for s in seen.values()):
             self.origin = None

@@ -207,6 +207,18 @@ def encode_stats(stats: dict[str, dict[str, Any]], step: int) -> bytes:
     )
 
 
+def stats_columns(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The node rows (int32) and the float32 ``[n, len(STAT_COLUMNS)]`` statistics of an
+    :func:`encode_stats` update, copied out of it (no per-node work: what history keeps)."""
+    if buf[:4] != STATS_MAGIC:
+        raise ValueError("Not a gradwidget stats update.")
+    n = int(np.frombuffer(buf, dtype="<u4", count=1, offset=4)[0])
+    rows = np.frombuffer(buf, dtype="<i4", count=n, offset=16).copy()
+    ncol = len(STAT_COLUMNS)
+    scal = np.frombuffer(buf, dtype="<f4", count=n * ncol, offset=16 + 4 * n)
+    return rows, scal.reshape(n, ncol).copy()
+
+
 def decode_stats(buf: bytes) -> dict[str, Any]:
     """Inverse of :func:`encode_stats` (the browser has its own in js/src/wire.js)."""
     if buf[:4] != STATS_MAGIC:

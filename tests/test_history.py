@@ -9,6 +9,7 @@ from torch import nn
 import gradwidget as gw
 from gradwidget._constants import STAT_COLUMNS
 from gradwidget._history import History
+from gradwidget._wire import encode_stats
 
 
 def test_history_keeps_the_last_samples_with_torchs_norms():
@@ -18,16 +19,16 @@ def test_history_keeps_the_last_samples_with_torchs_norms():
     w = gw.GradWidget(model, example_input=x)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     norms = []
-    with w.watch(model, every=0, history=5) as watcher:
+    with w.watch(model, every=0, history=5):
         for _ in range(8):
             opt.zero_grad()
             nn.functional.mse_loss(model(x), y).backward()
             norms.append({f"leaf:{n}": p.grad.norm().item() for n, p in model.named_parameters()})
             opt.step()
         kept = w.history
-        assert len(watcher.history) == 5
+        assert len(kept) == 5
         n_nodes = len(kept[-1][2])
-        assert watcher.history.nbytes == 5 * n_nodes * 4 * len(STAT_COLUMNS)
+        assert w._history.nbytes == 5 * n_nodes * 4 * (len(STAT_COLUMNS) + 1)
     assert [step for step, _, _ in kept] == [4, 5, 6, 7, 8]  # optimizer steps
     times = [t for _, t, _ in kept]
     assert times == sorted(times)
@@ -44,11 +45,19 @@ def test_history_keeps_the_last_samples_with_torchs_norms():
 
 def test_history_bounds():
     with pytest.raises(ValueError, match="history must be"):
-        History(0)
-    h = History(3)
+        History(["a"], 0)
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1)
+    w = gw.GradWidget(model, example_input=torch.randn(3, 2))
+    with pytest.raises(ValueError, match="history must be"):
+        w.watch(model, history=0)
+    assert w.watcher is None  # bad input changed nothing
+    h = History(["a", "b"], 3)
     for k in range(10):
-        h.add(k, float(k), {"a": {"norm": float(k), "nonfinite": 0, "numel": 4}})
+        row = {"index": 1, "norm": float(k), "nonfinite": 0, "numel": 4, "hist": None}
+        h.add(k, float(k), encode_stats({"b": row}, k))
     assert [s for s, _, _ in h.items()] == [7, 8, 9]
-    assert h.items()[-1][2]["a"]["norm"] == 9.0
-    assert h.items()[-1][2]["a"]["numel"] == 4
-    assert h.nbytes == 3 * 4 * len(STAT_COLUMNS)
+    assert h.last_step == 9
+    assert h.items()[-1][2]["b"]["norm"] == 9.0
+    assert h.items()[-1][2]["b"]["numel"] == 4
+    assert h.nbytes == 3 * 4 * (len(STAT_COLUMNS) + 1)
