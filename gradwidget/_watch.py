@@ -423,7 +423,8 @@ class Watcher(AtForwardBackward, AtOptimizerStep):
             return  # traced a moment ago and found nothing: not on every step
         self._trace_after = now + PROBE_EVERY
         self._trace_wanted = True
-        if self.module is not None and not self._targets.compiled and self._fwd_trace is None:
+        hooked = self.module is not None and not self._targets.compiled and self.intermediates
+        if hooked and self._fwd_trace is None:  # no gate, no traced step: no forward check
             self._fwd_trace = ForwardTrace(self.module)
         self.sample_next()
 

@@ -12,6 +12,7 @@ from torch import nn
 
 import gradwidget as gw
 from gradwidget._origin import path_to_output
+from gradwidget._watch import Watcher
 
 
 def anomaly_op(loss: torch.Tensor) -> str:
@@ -209,3 +210,21 @@ def test_trace_modes():
         assert watcher.traces == 0 and w.nonfinite_origin() is None
         lint = next(li for li in watcher.lints if li["code"] == "nonfinite")
         assert "traced" not in lint["message"] and "detect_anomaly" in lint["advice"]
+
+
+def test_parameters_only_watch_puts_no_forward_check_on_the_module():
+    torch.manual_seed(0)
+    model, x = SqrtAtZero(), torch.randn(4, 3)
+    w = gw.GradWidget(model, example_input=x)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    watcher = Watcher(w.graph, model, every=0, intermediates=False)
+    try:
+        for _ in range(2):
+            opt.zero_grad()
+            model(x).backward()
+            opt.step()
+        assert any(li["code"] == "nonfinite" for li in watcher.lints)
+        assert not model._forward_pre_hooks and not model._forward_hooks
+        assert watcher.traces == 0
+    finally:
+        watcher.remove()
