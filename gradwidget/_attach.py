@@ -49,6 +49,7 @@ class AttachedWidget(GradWidget):
         **kw: Any,
     ):
         super().__init__(Graph([], []), auto_watch=False, **kw)
+        self.schedule_preview = b""  # nothing is planned here: the job's own lr is drawn
         self._latest: dict[str, dict[str, Any]] = {}
         self._run = manual_run({"lr": None, "optimizer": "job"})
         self._run["id"] = 1
@@ -119,20 +120,23 @@ class _JobView:
 
     def show_losses(self, start: int, rows: list[dict[str, Any]], optimizer: dict) -> None:
         w, run = self._w, self._w._run
-        first = len(run["losses"])
+        first, first_lr = len(run["losses"]), len(run["lrs"])
         for row in rows:
             loss = row.get("loss")
             if loss is not None:
                 run["losses"].append(float(loss))
+                lr = row.get("lr")
+                run["lrs"].append(math.nan if lr is None else float(lr))
             for key, value in row.items():
-                if key not in ("loss", "step"):
+                if key not in ("loss", "step", "lr"):
                     run["metrics"].setdefault(key, []).append(float(value))
         lr = optimizer.get("lr")
         run["lr"] = math.nan if lr is None else float(lr)
         run["optimizer"] = optimizer.get("optimizer") or "job"
         run["steps"] = len(run["losses"])
         if len(run["losses"]) > first:
-            w.send(*run_points(run["id"], first, run["losses"][first:], 0, []))
+            new_lrs = run["lrs"][first_lr:]
+            w.send(*run_points(run["id"], first, run["losses"][first:], first_lr, new_lrs))
         w.run_info = [run_summary(run)]
 
     def show_status(self, status: dict[str, Any]) -> None:

@@ -309,6 +309,8 @@ class Publication:
             else:
                 row[key] = scalar(value, key)
         row["step"] = self.steps
+        if self.watcher is not None:  # the lr the optimizer last stepped with (a schedule's)
+            row["lr"] = self.watcher.optimizer_info()["lr"]
         self._pump.put_row(row)
 
     # ---- the end ---------------------------------------------------------------------------
