@@ -340,7 +340,7 @@ export function mountLive({ model, el, ctx }) {
     mountFlow({ model, el, ctx, store }),
     mountOrigin({ model, ctx }),
     mountModuleBadges({ model, ctx, store }),
-    mountScrub({ model, ctx, store, restyle: schedule }),
+    mountScrub({ model, ctx, store, restyle }),
     mountCompare({ model, ctx }),
   ];
   onStats();
