@@ -78,7 +78,7 @@ class AttachedWidget(GradWidget):
 
     def refresh(self) -> None:
         """Read what the job wrote since the last poll now (the thread does it anyway)."""
-        self._tail.poll()
+        self._tail.poll(force=True)
 
     def close(self) -> None:
         """Stop following the job (joins the thread), then close the widget."""

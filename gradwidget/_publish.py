@@ -210,6 +210,9 @@ class Publication:
                 )
             if self.path is None:
                 return
+            # Rank 0 shows the reduced intermediates; a rank writing its own statistics
+            # (local_stats) samples its own as well.
+            own = self.shared is None or self.rank != 0
             self.watcher = Watcher(
                 graph,
                 self.model,
@@ -217,10 +220,8 @@ class Publication:
                 max_overhead=s["max_overhead"],
                 lint=s["lint"],
                 on_sample=self._on_sample,
-                # Intermediates reduced across ranks come from the shared tier; rank 0's
-                # own NaN trace would hook its forwards alone.
-                intermediates=self.shared is None,
-                trace="nonfinite" if self.shared is None else "off",
+                intermediates=own,
+                trace="nonfinite" if own else "off",
             )
             self.watcher.begin_run()
             self._pump.put(lf.GRAPH, lf.graph_to_json(graph))

@@ -25,6 +25,8 @@ from ._stats import COMPUTED
 
 #: Seconds between two polls of the log and the heartbeats.
 POLL = 0.1
+#: Seconds between two reads of the ranks' heartbeat files.
+BEAT_READS = 0.3
 #: A rank whose heartbeat has not changed for this long (in heartbeat periods) is gone.
 STALE_BEATS = 8
 #: Errors that say a rank lost a peer: a consequence of another rank's failure.
@@ -125,6 +127,7 @@ class JobTail:
         self.last_write: float | None = None  # wall time of the newest record or beat
         self._beats: dict[int, dict[str, Any]] = {}
         self._beat_seen: dict[int, tuple[Any, float, float]] = {}
+        self._beats_read = -math.inf
         self._pending: dict[str, dict[str, Any]] = {}
         self._rows_sent = 0
         self._dirty = False
@@ -163,15 +166,16 @@ class JobTail:
                     self.errors.append(f"{type(err).__name__}: {err}")
 
     # ---- one poll --------------------------------------------------------------------------
-    def poll(self) -> None:
-        """Read what is new and show it (the thread calls this; tests may too)."""
+    def poll(self, force: bool = False) -> None:
+        """Read what is new and show it (the thread calls this; ``force``: the heartbeats
+        too, however recently they were read)."""
         with self._lock:
             if self.reader is None and not self._open():
                 return
             assert self.reader is not None
             for kind, value in self.reader.read():
                 self._apply(kind, value)
-            self._read_beats()
+            self._read_beats(force)
             self._show()
 
     def _open(self) -> bool:
@@ -212,11 +216,14 @@ class JobTail:
             self.end = value
             self.last_write = value["time"]
 
-    def _read_beats(self) -> None:
+    def _read_beats(self, force: bool = False) -> None:
         if self.job is None:
             return
-        job, world = self.job["job"], int(self.job.get("world_size", 1))
         mono = time.monotonic()
+        if not force and mono - self._beats_read < BEAT_READS:
+            return  # a few times per heartbeat period is enough
+        self._beats_read = mono
+        job, world = self.job["job"], int(self.job.get("world_size", 1))
         for r in range(world):
             beat = lf.read_beat(lf.beat_path(self.logdir, job, r))
             if beat is None:
@@ -271,6 +278,13 @@ class JobTail:
         gone, failed, lost_peer = [], [], []
         for r in range(world):
             beat = self._beats.get(r)
+            if r == job.get("rank", 0) and self.end is not None:
+                # The log's own end record: newer than any heartbeat of that rank.
+                beat = {
+                    **(beat or {}),
+                    "state": self.end.get("state"),
+                    "error": self.end.get("error"),
+                }
             age = self.beat_age(r)
             state = beat.get("state") if beat else "unknown"
             if beat and state == "running" and age is not None and age > stale:
@@ -307,7 +321,9 @@ class JobTail:
                 why = f": {first['error']}"
             elif not why:
                 why = f" (no heartbeat for {first['age'] or 0:.0f} s)"
-        if self.end is not None and self.end.get("state") == "finished" and not culprits:
+        if self.reader is not None and self.reader.error:
+            out.update(state="failed", text=f"{name}: the log cannot be read: {self.reader.error}")
+        elif self.end is not None and self.end.get("state") == "finished" and not culprits:
             out.update(state="finished", text=f"{name}: job finished")
         elif culprits:
             which = ", ".join(str(r) for r in culprits)

@@ -3,9 +3,10 @@
     torchrun --standalone --nproc_per_node=2 tests/_publish_job.py LOGDIR [STEPS]
 
 Each rank trains the same small model on its own data (gloo on 127.0.0.1, every step sampled
-with full statistics) and writes ``LOGDIR/rank<r>.json``: the gradient it stepped with at its
-last step, the gradient flowing into the first Linear's output, its losses, and per step the
-collectives publish() started and whether the intermediates were sampled.
+with full statistics, each rank also writing its own statistics) and writes
+``LOGDIR/rank<r>.json``: the gradient it stepped with at its last step, the gradient flowing
+into the first Linear's output, its losses, and per step the collectives publish() started
+and whether the intermediates were sampled.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main(logdir: str, steps: int) -> None:
 
     register_optimizer_step_pre_hook(spy)
     model.module[0].register_forward_hook(keep)
-    pub = gw.publish(model, logdir, every=0, job="ddp")
+    pub = gw.publish(model, logdir, every=0, job="ddp", local_stats=True)
     calls: list[str] = []  # collectives started from here on (publish's setup is done)
     for name in ("all_reduce", "broadcast", "broadcast_object_list", "all_gather", "barrier"):
         fn = getattr(dist, name)

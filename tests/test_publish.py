@@ -158,6 +158,16 @@ def test_attached_widget_follows_a_torchrun_job_and_replays_it(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
     assert not w.following
+    # Rank 1's own log (local_stats): its own intermediates, the same parameter gradient.
+    own = gw.attach(tmp_path, rank=1)
+    try:
+        mine = own.stats()
+        _check_leaf(mine["module.0/AddmmBackward0#0"], torch.tensor(r1["inter"]))
+        assert mine["module.0/AddmmBackward0#0"]["local"] is True
+        for name in r1["grads"]:
+            assert mine[f"leaf:{name}"]["norm"] == pytest.approx(live[f"leaf:{name}"]["norm"])
+    finally:
+        own.close()
     # Attaching to the finished job replays it: the same final state.
     replay = gw.attach(tmp_path / "ddp.gwlog")
     try:
