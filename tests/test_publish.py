@@ -252,6 +252,30 @@ def test_attach_to_a_cut_log_shows_what_it_holds(tmp_path):
         w.close()
 
 
+def test_the_jobs_lints_reach_the_attached_widget(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 3)
+    with gw.publish(model, tmp_path, every=0, job="nan") as pub:
+        for step in range(3):
+            if step == 2:
+                with torch.no_grad():
+                    model[2].weight[0, 0] = float("nan")
+            opt.zero_grad()
+            loss = model(x).pow(2).mean()
+            loss.backward()
+            opt.step()
+            pub.log(loss=loss)
+    w = gw.attach(tmp_path)
+    try:
+        assert "nonfinite" in [lint["code"] for lint in w.lints]
+        assert w.grad_lint == w.lints
+        assert w.stats()["leaf:2.weight"]["nonfinite"] == 4  # NaN in every weight's grad
+        assert w.job["state"] == "finished"
+    finally:
+        w.close()
+
+
 def test_a_job_that_went_quiet_says_since_when(tmp_path):
     writer = lf.LogWriter(lf.log_path(tmp_path, "old"))
     writer.write(lf.JOB, {"job": "old", "world_size": 2, "beat_every": 1.0})
