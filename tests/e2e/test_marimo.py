@@ -59,7 +59,7 @@ def _(model, nn, time, w, x, y):
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
         opt.step()
-        time.sleep(0.01)  # a rerun lasts ~1 s: live colors have time to arrive
+        time.sleep(0.02)  # a rerun lasts ~2 s: live colors have time to arrive
         return loss
 
     w.train(step_fn, steps=100)
@@ -176,7 +176,7 @@ def marimo_url():
 
 
 @contextlib.contextmanager
-def _page(browser, url: str, label: str, request):
+def _page(browser, url: str, label: str):
     context = browser.new_context(viewport={"width": 1300, "height": 1100})
     page = context.new_page()
     page.set_default_timeout(90_000)
@@ -185,25 +185,28 @@ def _page(browser, url: str, label: str, request):
     page.on("console", lambda m: m.type == "error" and errors.append(f"console: {m.text}"))
     page.add_init_script(FIND_ALL)
     page.goto(url)
+    outcome = "failed"
     try:
         yield page, errors
+        outcome = "end"
     finally:
-        rep = getattr(request.node, "rep_call", None)
         ARTIFACTS.mkdir(exist_ok=True)
         with contextlib.suppress(Exception):
-            ok = rep is not None and not rep.failed
-            page.screenshot(path=str(ARTIFACTS / f"marimo-{label}-{'end' if ok else 'failed'}.png"))
-            if not ok and errors:
+            page.screenshot(path=str(ARTIFACTS / f"marimo-{label}-{outcome}.png"))
+            if outcome == "failed" and errors:
                 (ARTIFACTS / f"marimo-{label}-console.txt").write_text("\n".join(errors))
         context.close()
 
 
 def _wait(page, condition: str, timeout: float = 90) -> dict:
     """Poll STATE_JS until the JS ``condition`` on it (as ``s``) holds; returns the state."""
-    page.wait_for_function(
-        f"() => {{ const s = ({STATE_JS})(); return !!s && ({condition}); }}",
-        timeout=int(timeout * 1000),
-    )
+    try:
+        page.wait_for_function(
+            f"() => {{ const s = ({STATE_JS})(); return !!s && ({condition}); }}",
+            timeout=int(timeout * 1000),
+        )
+    except Exception as e:
+        raise AssertionError(f"not {condition} after {timeout} s: {page.evaluate(STATE_JS)}") from e
     return page.evaluate(STATE_JS)
 
 
@@ -227,8 +230,8 @@ def _choose(page, selector: str, value: str, event: str = "change") -> None:
     )
 
 
-def test_marimo_light_styles_train_and_reruns(marimo_url, browser, request):
-    with _page(browser, f"{marimo_url}?theme=light", "light", request) as (page, errors):
+def test_marimo_light_styles_train_and_reruns(marimo_url, browser):
+    with _page(browser, f"{marimo_url}?theme=light", "light") as (page, errors):
         # w.train ran in the cell: the graph is drawn and the first run is listed.
         s = _wait(page, "s.nodes > 0 && s.runs >= 1 && s.colored > 0")
         assert s["inShadow"], "marimo renders anywidget views in a shadow root"
@@ -258,8 +261,8 @@ def test_marimo_light_styles_train_and_reruns(marimo_url, browser, request):
         assert not errors, errors
 
 
-def test_marimo_dark_theme(marimo_url, browser, request):
-    with _page(browser, f"{marimo_url}?theme=dark", "dark", request) as (page, errors):
+def test_marimo_dark_theme(marimo_url, browser):
+    with _page(browser, f"{marimo_url}?theme=dark", "dark") as (page, errors):
         s = _wait(page, "s.nodes > 0 && s.runs >= 1")
         assert s["theme"] == "dark", s
         assert sum(_rgb(s["bg"])) < 3 * 80, s  # dark background without JupyterLab's vars
