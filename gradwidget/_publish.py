@@ -113,6 +113,13 @@ class Publication:
                 f"intermediates must be one of {INTERMEDIATES}; got {intermediates!r}."
             )
         self.rank, self.world_size, self.backend = _dist()
+        launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        if self.world_size == 1 and launched > 1:
+            raise RuntimeError(
+                f"publish() runs in a job of {launched} processes (WORLD_SIZE) before "
+                "torch.distributed.init_process_group(): call it after, so the ranks agree "
+                "on one log."
+            )
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.job = self._agree_on_name(job)

@@ -311,6 +311,8 @@ def test_bad_input_is_refused_clearly(tmp_path):
         gw.publish(torch.zeros(3), tmp_path)
     with pytest.raises(TypeError, match="directory"):
         gw.attach(3)
+    with pytest.raises(ValueError, match="intermediates"):
+        gw.publish(nn.Linear(2, 1), tmp_path, intermediates="all")
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ValueError, match="gwlog"):
         gw.attach(tmp_path / "notes.txt")
