@@ -242,20 +242,10 @@ class Publication:
         del self._hooks[1:]
 
     def _failed_to_sample(self, err: BaseException) -> None:
-        warnings.warn(
-            f"gradwidget could not sample the intermediates ({type(err).__name__}: {err}); "
-            "training is not affected.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        _warn("sample the intermediates", err, "")
 
     def _failed_to_draw(self, err: BaseException) -> None:
-        warnings.warn(
-            f"gradwidget could not record the model's graph ({type(err).__name__}: {err}); "
-            "training is not affected, but nothing will be published.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        _warn("record the model's graph", err, ", but nothing will be published")
 
     def _on_sample(self, watcher: Watcher, changed: list[str]) -> None:
         sample = watcher.last_sample
@@ -364,6 +354,15 @@ class Publication:
         state = "closed" if self.closed else "publishing"
         who = f"rank {self.rank}/{self.world_size}"
         return f"<gradwidget.Publication {self.job} {who}: {state}, {where}>"
+
+
+def _warn(what: str, err: BaseException, more: str) -> None:
+    warnings.warn(
+        f"gradwidget could not {what} ({type(err).__name__}: {err}); training is not "
+        f"affected{more}.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _error_text(error: BaseException | str) -> str:
