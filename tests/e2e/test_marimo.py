@@ -108,6 +108,9 @@ STATE_JS = r"""() => {
   const legend = q('.gw-legend');
   return {
     inShadow: w.getRootNode() instanceof ShadowRoot,
+    // Copies of the widget's stylesheet adopted by its root (once per root, not per update).
+    sheets: (w.getRootNode().adoptedStyleSheets || []).filter((sh) => [...sh.cssRules]
+      .some((r) => r.selectorText === '.gradwidget .gw-header')).length,
     theme: w.dataset.gwTheme,
     nodes: w.querySelectorAll('svg.gw-svg g.node').length,
     header: { display: css(q('.gw-header'), 'display'), font: css(q('.gw-header'), 'fontSize') },
@@ -258,6 +261,7 @@ def test_marimo_light_styles_train_and_reruns(marimo_url, browser):
         _choose(page, "input.gw-lr-slider", "-1")
         s = _wait(page, f"s.runs >= 3 && s.updates > {before} && s.state === 'idle'")
         assert s["colored"] > 0 and not s["errors"], s
+        assert s["sheets"] == 1, s
         assert not errors, errors
 
 
