@@ -102,7 +102,9 @@ class SharedTier:
         if not roots:
             return  # an evaluation forward: every rank skips it alike
         self.forwards += 1
-        if self.forwards != self.next:
+        # Due, or overdue: a sampled forward whose backward never ran (every rank alike)
+        # is sampled again at the next one.
+        if self.forwards < self.next:
             return
         cpu0 = time.thread_time()
         try:
