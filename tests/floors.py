@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORED = ("anywidget", "ipywidgets")
 # ipywidgets' own front-end packages: the lowest that the ipywidgets floor accepts.
 COMPANIONS = ("widgetsnbextension", "jupyterlab-widgets")
-UNIT_TESTS = ["tests/test_widget.py", "tests/test_hosts.py", "tests/test_jacobian.py"]
+UNIT_TESTS = ["tests/test_widget.py", "tests/test_host_fallback.py", "tests/test_jacobian.py"]
 BROWSER_TEST = ["tests/e2e/test_graph_widget.py", "-k", "test_mlp_widget and lab"]
 
 
