@@ -100,6 +100,8 @@ class LiveGradients(traitlets.HasTraits):
                     "e.g. w.watch(model) or w.watch([w1, b1])."
                 )
         names = caller_names(target if isinstance(target, (list, tuple)) else [target])
+        # Checked before the Watcher, which hooks in as it is made: bad input leaks nothing.
+        kept = History(self._node_ids(), history)
         watcher = Watcher(
             self.graph,
             target,
@@ -110,7 +112,6 @@ class LiveGradients(traitlets.HasTraits):
             max_overhead=max_overhead,
             trace=trace,
         )
-        kept = History(self._node_ids(), history)  # validates before any change
         self.unwatch()  # only once the new one is valid: bad input leaves the old one
         self._history = kept
         watcher.on_remove = self._on_unwatched

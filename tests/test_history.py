@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import gradwidget as gw
+from gradwidget import _optstep
 from gradwidget._constants import STAT_COLUMNS
 from gradwidget._history import History
 from gradwidget._wire import encode_stats
@@ -51,7 +52,8 @@ def test_history_bounds():
     w = gw.GradWidget(model, example_input=torch.randn(3, 2))
     with pytest.raises(ValueError, match="history must be"):
         w.watch(model, history=0)
-    assert w.watcher is None  # bad input changed nothing
+    assert w.watcher is None  # bad input changed nothing, and hooked nothing in
+    assert _optstep.listening() == 0
     h = History(["a", "b"], 3)
     for k in range(10):
         row = {"index": 1, "norm": float(k), "nonfinite": 0, "numel": 4, "hist": None}
