@@ -23,12 +23,15 @@ module or a helper module on ``sys.path`` (spawn passes the parent's ``sys.path`
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import queue
 import socket
+import sys
 import time
 import traceback
+import types
 
 __all__ = ["RankError", "RankTimeout", "free_port", "run_ranks"]
 
@@ -118,6 +121,24 @@ def _stop(procs, grace: float = 2.0) -> None:
             p.join(5.0)
 
 
+@contextlib.contextmanager
+def _plain_main():
+    """A ``__main__`` that spawn can read while the ranks start.
+
+    IPython's InteractiveShell (the magic and notebook tests make one) leaves a ``__main__``
+    with no ``__spec__``, and spawn's start-up reads it ("module has no attribute __spec__").
+    """
+    main = sys.modules.get("__main__")
+    if main is None or hasattr(main, "__spec__"):
+        yield
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 def run_ranks(fn, *args, world_size: int = 2, timeout: float = 60.0, **kwargs) -> list:
     """``fn(rank, world_size, *args, **kwargs)`` on ``world_size`` gloo ranks; their results.
 
@@ -143,8 +164,9 @@ def run_ranks(fn, *args, world_size: int = 2, timeout: float = 60.0, **kwargs) -
     answers: dict[int, tuple[bool, object]] = {}
     finished = False
     try:
-        for p in procs:
-            p.start()
+        with _plain_main():
+            for p in procs:
+                p.start()
         while len(answers) < world_size:
             left = deadline - time.monotonic()
             if left <= 0:
