@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ._constants import HIST_BINS
+from ._stats import as_float
 
 #: Below this share of the sum of squares, the variance is taken by a second pass (as in
 #: :mod:`gradwidget._stats`): ``sum (x - mean)^2`` all-reduced.
@@ -33,14 +34,7 @@ _CANCELLATION = 1e-12
 
 
 def _flat(t: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-    if t is None:
-        return torch.zeros(0, device=device)
-    x = t.detach().reshape(-1)
-    if x.is_complex():
-        x = x.abs()
-    if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
-        x = x.float()
-    return x
+    return torch.zeros(0, device=device) if t is None else as_float(t)
 
 
 def _device(parts: list[torch.Tensor | None], group: Any) -> torch.device:

@@ -17,7 +17,8 @@ from ._constants import HIST_BINS
 SMALL = 64
 
 
-def _as_float(t: torch.Tensor) -> torch.Tensor:
+def as_float(t: torch.Tensor) -> torch.Tensor:
+    """``t`` flat, in a float dtype the reductions take (complex as magnitudes)."""
     x = t.detach().reshape(-1)
     if x.is_complex():
         x = x.abs()
@@ -119,7 +120,7 @@ def tensor_stats(tensors: list[torch.Tensor], level: str = "full") -> list[dict[
     own = [i for i, a in enumerate(alias) if a is None]
     flat: list[Any] = [None] * len(tensors)
     for i in own:
-        flat[i] = _as_float(tensors[i])
+        flat[i] = as_float(tensors[i])
     rows: list[Any] = [[math.nan] * 6 for _ in flat]
     filled = [i for i in own if flat[i].numel()]
     for i, row in zip(filled, _moments([flat[i] for i in filled]), strict=True):
@@ -160,7 +161,7 @@ def tensor_stats(tensors: list[torch.Tensor], level: str = "full") -> list[dict[
                 "hist": hist,
                 "nonfinite": nf,
                 "numel": numel,
-                "values": _as_float(t).tolist() if numel <= SMALL else None,
+                "values": as_float(t).tolist() if numel <= SMALL else None,
                 "level": "full",
             }
         )

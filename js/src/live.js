@@ -78,6 +78,16 @@ export function relax(prev, cur) {
 }
 
 /**
+ * The smallest domain holding both (either may be null).
+ * @param {number[]|null} a
+ * @param {number[]|null} b
+ */
+export function cover(a, b) {
+  if (!a || !b) return a || b;
+  return [Math.min(a[0], b[0]), Math.max(a[1], b[1])];
+}
+
+/**
  * The style map for ctx.setNodeStyles from the latest stats.
  * @param {Map<number, NodeStats>} latest by node row
  * @param {string[]} ids node ids by row
@@ -293,13 +303,20 @@ export function mountLive({ model, el, ctx }) {
   let pending = false;
   /** @type {number[]|null} color scale (log10 norms); widens at once, shrinks slowly */
   let scale = null;
+  let scaledAt = -1; // the update the scale last moved for: a redraw alone does not move it
 
   const restyle = () => {
     pending = false;
     const t0 = performance.now();
     const ids = nodeTable(model).id || [];
-    scale = relax(scale, logDomain(store.latest.values()));
-    const { styles, domain, nonfinite } = gradStyles(store.latest, ids, scale);
+    if (!store.pinned && store.updates !== scaledAt) {
+      scale = relax(scale, logDomain(store.live.values()));
+      scaledAt = store.updates;
+    }
+    // A scrubbed frame is drawn on the live scale widened to cover it, never stored: "live"
+    // comes back to exactly the colors it left.
+    const shown = store.pinned ? cover(scale, logDomain(store.latest.values())) : scale;
+    const { styles, domain, nonfinite } = gradStyles(store.latest, ids, shown);
     ctx.setNodeStyles(styles, "grad");
     legend.update(domain, nonfinite);
     const ms = performance.now() - t0;

@@ -65,6 +65,12 @@ from chromium import launch_options  # tests/e2e/chromium.py (on sys.path via ro
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
+#: Each drawn node's fill in a widget root, ``|``-joined ('' where uncolored): what live
+#: gradient colors change (a restyle of the laid-out SVG).
+NODE_FILLS_JS = """(root) => [...root.querySelectorAll('svg g.node')].map((g) => {
+  const s = g.querySelector('polygon, path, ellipse');
+  return s ? s.style.fill : '';
+}).join('|')"""
 #: Notebook 7's shortcuts settings plugin raises this on every page load, extensions or not.
 KNOWN_PAGE_ERRORS = (re.compile(r"Cannot read properties of undefined \(reading 'schema'\)"),)
 DEFAULT_TIMEOUT_MS = 60_000
@@ -524,6 +530,10 @@ class NotebookPage:
     def widget(self, index: int = 0, selector: str = ".gradwidget"):
         """Locator of the ``index``-th widget root on the page."""
         return self.page.locator(selector).nth(index)
+
+    def fills(self, index: int = 0) -> str:
+        """The ``index``-th widget's node fills, ``|``-joined ('' where uncolored)."""
+        return self.widget(index).evaluate(NODE_FILLS_JS)
 
     def command(self, command: str, args: dict | None = None) -> Any:
         """Run a JupyterLab/Notebook command via ``window.jupyterapp.commands``."""

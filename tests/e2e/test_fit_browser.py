@@ -38,12 +38,6 @@ FIT = (
     "                     enable_model_summary=False, accelerator='cpu')\n"
     "trainer.fit(model, data)"
 )
-FILLS_JS = """
-() => [...document.querySelectorAll('.gradwidget svg g.node')].map((g) => {
-  const s = g.querySelector('polygon, path, ellipse');
-  return s ? s.style.fill : '';
-}).join('|')
-"""
 
 
 @pytest.mark.parametrize("app", ["lab"], indirect=True)
@@ -54,7 +48,7 @@ def test_lightning_fit_draws_and_colors_the_graph_live(nb):
     seen: list[str] = []
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        fills = nb.page.evaluate(FILLS_JS)
+        fills = nb.fills()
         if fills.replace("|", "") and (not seen or seen[-1] != fills):
             seen.append(fills)
             if len(seen) == 2:

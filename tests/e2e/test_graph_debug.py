@@ -6,8 +6,10 @@ are restyles."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
-from conftest import ARTIFACTS
+from conftest import ARTIFACTS, NODE_FILLS_JS
 
 pytestmark = pytest.mark.browser
 
@@ -60,12 +62,6 @@ RUNS = (
     "w.lr = 0.3\n"
     "assert w.wait(60)"
 )
-FILLS_JS = """
-(root) => [...root.querySelectorAll('svg g.node')].map((g) => {
-  const s = g.querySelector('polygon, path, ellipse');
-  return s ? s.style.fill : '';
-}).join('|')
-"""
 STEP = (
     "with w.watch(model, every=0, trace='always'):\n"
     "    model.zero_grad()\n"
@@ -122,7 +118,7 @@ def test_module_badges_and_nan_origin_path(nb):
     assert int(scrub.get_attribute("data-frames")) == 8 == nb.py("len(kept) + 1")
     norm_cell = widget.locator(".gw-detail td[data-stat='norm']")
     norm_cell.wait_for(timeout=15_000)
-    live_fills = widget.evaluate(FILLS_JS)
+    live_fills = widget.evaluate(NODE_FILLS_JS)
     live_norm = norm_cell.inner_text()
     layouts = pane.get_attribute("data-layouts")
     scrub.locator("input.gw-scrub-range").fill("0")
@@ -130,7 +126,7 @@ def test_module_badges_and_nan_origin_path(nb):
         "(el) => el.dataset.pinned !== ''", arg=scrub.element_handle(), timeout=10_000
     )
     nb.page.wait_for_function(
-        "([root, fills]) => " + FILLS_JS.strip() + "(root) !== fills",
+        "([root, fills]) => (" + NODE_FILLS_JS + ")(root) !== fills",
         arg=[widget.element_handle(), live_fills],
         timeout=10_000,
     )
@@ -143,11 +139,15 @@ def test_module_badges_and_nan_origin_path(nb):
     assert float(scrub.get_attribute("data-scrub-ms")) < 1000  # sanity, not a benchmark
     widget.screenshot(path=str(_shot("step-slider.png")))
     scrub.locator("button.gw-scrub-live").click()
-    nb.page.wait_for_function(
-        "([root, fills]) => " + FILLS_JS.strip() + "(root) === fills",
-        arg=[widget.element_handle(), live_fills],
-        timeout=10_000,
-    )
+    deadline = time.monotonic() + 10
+    while (now := widget.evaluate(NODE_FILLS_JS)) != live_fills and time.monotonic() < deadline:
+        time.sleep(0.1)
+    differ = [
+        (i, a, b)
+        for i, (a, b) in enumerate(zip(live_fills.split("|"), now.split("|"), strict=True))
+        if a != b
+    ]
+    assert not differ, differ[:10]
     assert norm_cell.inner_text() == live_norm and scrub.get_attribute("data-pinned") == ""
     nb.execute("w.selected = ''")
 

@@ -41,27 +41,20 @@ NAN = (
     "    time.sleep(0.5)"
 )
 
-FILLS_JS = """
-() => [...document.querySelectorAll('.gradwidget svg g.node')].map((g) => {
-  const s = g.querySelector('polygon, path, ellipse');
-  return s ? s.style.fill : '';
-}).join('|')
-"""
-
 
 @pytest.mark.parametrize("app", ["lab"], indirect=True)
 def test_colors_change_during_training(nb):
     nb.open([SETUP, TRAIN])
     nb.start_all()
     nb.widget().locator("svg g.node").first.wait_for(timeout=60_000)
-    initial = nb.page.evaluate(FILLS_JS)
+    initial = nb.fills()
     assert initial.replace("|", "") == "", "no gradient colors before watching"
 
     seen: list[str] = []
     log: list[str] = []
     deadline = time.monotonic() + 40
     while time.monotonic() < deadline:
-        fills = nb.page.evaluate(FILLS_JS)
+        fills = nb.fills()
         log.append(
             nb.page.evaluate(
                 "() => { const l = document.querySelector('.gradwidget .gw-legend');"
