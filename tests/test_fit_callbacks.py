@@ -130,6 +130,27 @@ def test_lightning_fit_draws_watches_and_streams_the_loss(tmp_path):
     assert "cannot rerun a Lightning fit" in w.train_output[0]["text"]
 
 
+def test_lightning_mixed_precision_shows_the_unscaled_clipped_gradient(tmp_path):
+    """fp16 autocast with a GradScaler (Lightning's plugin, on CPU): Lightning unscales, then
+    clips, then the scaler steps; the widget shows what the step used, not the scaled grad."""
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    torch.manual_seed(0)
+    model, w = TwoLayers(), gw.GradWidget()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    trainer = lightning(tmp_path, w, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    seen, handle = grads_at_step(model)
+    try:
+        trainer.fit(model, data())
+    finally:
+        handle.remove()
+    stats = w.stats()
+    for name, norm in seen.items():
+        assert stats[f"leaf:{name}"]["norm"] == pytest.approx(norm, rel=1e-5)
+    assert w.grad_watch["scale"] == scaler.get_scale() > 1
+    assert stats["leaf:l1.weight"]["clipped"] is True
+
+
 @pytest.mark.parametrize("interrupt", [False, True])
 def test_lightning_failure_removes_every_hook_and_keeps_the_widget(tmp_path, interrupt):
     torch.manual_seed(0)
@@ -218,9 +239,9 @@ def test_hf_trainer_draws_watches_and_streams_the_loss(tmp_path):
     assert run["losses"] == pytest.approx(logged, rel=1e-6)
     assert run["optimizer"] == "AdamW" and "grad_norm" in run["metrics"]
     stats = w.stats()
+    assert len(seen) == 16 and all(f"leaf:{name}" in stats for name in seen)
     for name, norm in seen.items():
-        if f"leaf:{name}" in stats:
-            assert stats[f"leaf:{name}"]["norm"] == pytest.approx(norm, rel=1e-4)
+        assert stats[f"leaf:{name}"]["norm"] == pytest.approx(norm, rel=1e-4)
     assert hooks(model) == before and "training_step" not in vars(trainer)
 
 
