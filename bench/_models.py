@@ -87,3 +87,17 @@ def gpt2(
 def gpt2_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The language-modelling loss of one batch (what ``loss.backward()`` is called on)."""
     return model(input_ids=x, labels=y).loss
+
+
+def mlp16() -> nn.Module:
+    """The tiny MLP 16->64->64->64->1 of the overhead benchmarks (seeded: the same weights)."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(16, 64),
+        nn.ReLU(),
+        nn.Linear(64, 64),
+        nn.ReLU(),
+        nn.Linear(64, 64),
+        nn.ReLU(),
+        nn.Linear(64, 1),
+    )

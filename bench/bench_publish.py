@@ -57,24 +57,14 @@ def _own_cpu(pub) -> float:
 def _rank(rank: int, world_size: int, logdir: str, pairs: int) -> dict:
     import torch
     import torch.nn.functional as F
+    from _models import mlp16
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     import gradwidget as gw
 
     def mlp() -> nn.Module:
-        torch.manual_seed(0)
-        return DDP(
-            nn.Sequential(
-                nn.Linear(16, 64),
-                nn.ReLU(),
-                nn.Linear(64, 64),
-                nn.ReLU(),
-                nn.Linear(64, 64),
-                nn.ReLU(),
-                nn.Linear(64, 1),
-            )
-        )
+        return DDP(mlp16())
 
     torch.manual_seed(10 + rank)
     x, y = torch.randn(32, 16), torch.randn(32, 1)

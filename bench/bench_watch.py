@@ -50,6 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from _browser import ORIGIN, STATIC, launch_options, route_static
+from _models import mlp16
 
 import gradwidget as gw
 import gradwidget._constants
@@ -63,16 +64,7 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 
 
 def tiny_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Linear(16, 64),
-        nn.ReLU(),
-        nn.Linear(64, 64),
-        nn.ReLU(),
-        nn.Linear(64, 64),
-        nn.ReLU(),
-        nn.Linear(64, 1),
-    )
+    model = mlp16()
     return model, torch.randn(32, 16), torch.randn(32, 1)
 
 
