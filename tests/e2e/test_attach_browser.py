@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import NODE_FILLS_JS
 
 pytestmark = pytest.mark.browser
 
@@ -23,12 +24,8 @@ CELLS = [
     "job = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)",
 ]
 
-FILLS_JS = """
-() => [...document.querySelectorAll('.gradwidget svg g.node')].map((g) => {
-  const s = g.querySelector('polygon, path, ellipse');
-  return s ? s.style.fill : '';
-}).filter(Boolean).length
-"""
+#: How many of the first widget's nodes are colored.
+COLORED_JS = "(root) => (" + NODE_FILLS_JS + ")(root).split('|').filter(Boolean).length"
 
 
 @pytest.mark.parametrize("app", ["lab"], indirect=True)
@@ -39,13 +36,15 @@ def test_attached_widget_follows_a_torchrun_job(nb):
     summary = widget.locator(".gw-summary")
     assert "waiting for a job" in summary.inner_text() or "job ddp" in summary.inner_text()
     widget.locator("svg g.node").first.wait_for(timeout=120_000)  # the job's graph arrived
-    nb.page.wait_for_function(f"() => ({FILLS_JS})() > 0", timeout=60_000)  # live colors
+    nb.page.wait_for_function(
+        f"(root) => ({COLORED_JS})(root) > 0", arg=widget.element_handle(), timeout=60_000
+    )  # live colors
     nb.page.wait_for_function(
         "(s) => /job finished/.test(s.textContent)", arg=summary.element_handle(), timeout=120_000
     )
     assert "job ddp (2 ranks)" in summary.inner_text()
     assert nb.py("job.wait(60)") == 0
-    colored = nb.page.evaluate(FILLS_JS)
+    colored = widget.evaluate(COLORED_JS)
     n_nodes = len(nb.py("w.nodes['id']"))
     assert colored >= n_nodes - 1  # every node colored (the output's gradient is a constant)
     runs = widget.locator(".gw-runs")
